@@ -1,0 +1,206 @@
+"""Command line: ``python -m migrations VERB``; human lines by default, ``--json`` for tools.
+
+Why exit codes are distinct: the deploy tool (and an operator's shell) must tell "another
+runner is busy, retry" from "the files are wrong, a human must look" without parsing text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from . import backup as bk
+from . import db
+from .engine import Engine, MigrationFailed, Status, StepResult, ValidationError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VALIDATION = 0, 1, 2, 3
+EXIT_MIGRATION, EXIT_LOCK, EXIT_CONNECT, EXIT_BACKUP = 4, 5, 6, 7
+
+EPILOG = """\
+verbs:
+  status              files versus schema_version, per version
+  plan                what `up` would apply (validates, changes nothing)
+  up [--to N]         apply pending migrations, each in one transaction with its row
+  down --to N         run rollback/NNN_rollback.sql newest first down to version N
+  verify              validate checksums, missing files, gaps, duplicates, rollback files
+  baseline --version N  mark a database built by the runbook's psql loop as version N
+  backup              pg_dump -Fc to BACKUP_DIR/<db>_YYYYMMDD_HHMMSS.dump (UTC)
+  restore FILE        pg_restore --clean --single-transaction FILE into the database
+
+connection: --dsn 'host=... dbname=... user=...' or libpq's PGHOST, PGPORT, PGUSER,
+PGDATABASE, PGPASSWORD, PGPASSFILE. A password inside --dsn is refused: it would be
+visible in `ps`; use PGPASSWORD or a passfile.
+
+exit codes:
+  0  success (also: nothing to do)
+  1  unexpected error
+  2  usage error
+  3  validation failed (changed/missing file, gap, duplicate, bad file); nothing applied
+  4  a migration failed; it was rolled back, later ones were not applied
+  5  lock timeout: another runner holds the migration lock
+  6  cannot connect to the database
+  7  backup or restore failed
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m migrations", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="hft-deploy PostgreSQL migration engine")
+    p.add_argument("--dsn", help="libpq conninfo without password (default: PG* env vars)")
+    p.add_argument("--dir", type=Path, help="migrations directory (default: this package's)")
+    p.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for another runner's lock (default 60)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub.add_parser("status")
+    sub.add_parser("plan")
+    up = sub.add_parser("up")
+    up.add_argument("--to", type=int)
+    down = sub.add_parser("down")
+    down.add_argument("--to", type=int, required=True)
+    sub.add_parser("verify")
+    base = sub.add_parser("baseline")
+    base.add_argument("--version", type=int, required=True)
+    b = sub.add_parser("backup")
+    b.add_argument("--backup-dir", type=Path, default=bk.DEFAULT_BACKUP_DIR)
+    b.add_argument("--pg-bin-dir", type=Path, help="directory of pg_dump (default: newest fit)")
+    r = sub.add_parser("restore")
+    r.add_argument("file", type=Path)
+    r.add_argument("--pg-bin-dir", type=Path, help="directory of pg_restore")
+    return p
+
+
+class Output:
+    """Human lines on stdout as they happen, or one JSON document at the end."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.messages: list[str] = []
+
+    def say(self, msg: str) -> None:
+        self.messages.append(msg)
+        if not self.as_json:
+            print(msg, flush=True)
+
+    def finish(self, doc: dict[str, Any], code: int) -> int:
+        if self.as_json:
+            doc.setdefault("messages", self.messages)
+            doc["exit_code"] = code
+            print(json.dumps(doc, default=str, indent=None))
+        return code
+
+    def fail(self, doc: dict[str, Any], kind: str, message: str, code: int,
+             problems: list[str] | None = None) -> int:
+        if not self.as_json:
+            print(f"error: {message}", file=sys.stderr)
+        doc.update(ok=False, error={"kind": kind, "message": message, "problems": problems or []})
+        return self.finish(doc, code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(args.json)
+    doc: dict[str, Any] = {"verb": args.verb, "ok": True, "error": None}
+    if args.dsn and conninfo_to_dict(args.dsn).get("password"):
+        return out.fail(doc, "usage", "--dsn must not contain a password (visible in ps); "
+                        "use PGPASSWORD or PGPASSFILE", EXIT_USAGE)
+    engine = Engine(args.dsn, args.dir, args.lock_timeout, say=out.say)
+    try:
+        return _dispatch(args, engine, out, doc)
+    except ValidationError as exc:
+        return out.fail(doc, "validation", str(exc), EXIT_VALIDATION, exc.problems)
+    except MigrationFailed as exc:
+        doc["applied" if args.verb == "up" else "reverted"] = [_step(s) for s in exc.done]
+        doc["failed_version"] = exc.version
+        return out.fail(doc, "migration", str(exc), EXIT_MIGRATION)
+    except db.LockTimeout as exc:
+        return out.fail(doc, "lock_timeout", str(exc), EXIT_LOCK)
+    except db.ConnectError as exc:
+        return out.fail(doc, "connection", str(exc), EXIT_CONNECT)
+    except bk.BackupError as exc:
+        return out.fail(doc, "backup", str(exc), EXIT_BACKUP)
+    except (ValueError, OSError) as exc:
+        return out.fail(doc, "error", str(exc), EXIT_ERROR)
+
+
+def _dispatch(args: argparse.Namespace, engine: Engine, out: Output, doc: dict[str, Any]) -> int:
+    verb = args.verb
+    if verb in ("status", "verify"):
+        st = engine.status() if verb == "status" else engine.verify()
+        doc.update(st.to_dict())
+        if not out.as_json:
+            _print_status(st)
+        if st.problems:
+            return out.fail(doc, "validation", "; ".join(st.problems), EXIT_VALIDATION, st.problems)
+        if verb == "verify":
+            out.say("verify: OK")
+        return out.finish(doc, EXIT_OK)
+    if verb == "plan":
+        pending = engine.plan()
+        doc["pending"] = [{"version": f.version, "description": f.description, "file": f.name,
+                           "transactional": f.transactional} for f in pending]
+        for f in pending:
+            out.say(f"would apply {f.version:03d} {f.description}"
+                    + ("" if f.transactional else " (no transaction)"))
+        if not pending:
+            out.say("nothing to apply")
+        return out.finish(doc, EXIT_OK)
+    if verb == "up":
+        done = engine.up(args.to)
+        doc["applied"] = [_step(s) for s in done]
+        if not done:
+            out.say("nothing to apply: database is up to date")
+        doc["current_version"] = engine.status().current_version
+        return out.finish(doc, EXIT_OK)
+    if verb == "down":
+        done = engine.down(args.to)
+        doc["reverted"] = [_step(s) for s in done]
+        if not done:
+            out.say(f"nothing to revert: database is at or below version {args.to}")
+        doc["current_version"] = engine.status().current_version
+        return out.finish(doc, EXIT_OK)
+    if verb == "baseline":
+        engine.baseline(args.version)
+        doc["current_version"] = args.version
+        return out.finish(doc, EXIT_OK)
+    return _backup_verbs(args, engine, out, doc)
+
+
+def _backup_verbs(args: argparse.Namespace, engine: Engine, out: Output, doc: dict[str, Any]) -> int:
+    with db.connect(engine.dsn) as conn:
+        if args.verb == "backup":
+            path = bk.backup(conn, args.backup_dir, args.pg_bin_dir)
+            doc["file"] = str(path)
+            out.say(f"backup written: {path}")
+            return out.finish(doc, EXIT_OK)
+        # restore: hold the migration lock so no runner migrates a half-restored database
+        db.acquire_lock(conn, engine.lock_timeout, on_wait=out.say)
+        try:
+            bk.restore(conn, args.file, args.pg_bin_dir)
+        finally:
+            db.release_lock(conn)
+        doc["file"] = str(args.file)
+        out.say(f"restored {args.file} into {db.describe(conn)}")
+        return out.finish(doc, EXIT_OK)
+
+
+def _step(s: StepResult) -> dict[str, Any]:
+    return {"version": s.version, "description": s.description, "direction": s.direction,
+            "transactional": s.transactional, "execution_ms": s.execution_ms,
+            "notices": s.notices}
+
+
+def _print_status(st: Status) -> None:
+    base = f", baseline {st.baseline_version}" if st.baseline_version is not None else ""
+    print(f"current version {st.current_version}{base}; {len(st.pending)} pending")
+    for m in st.migrations:
+        when = f" {m.applied_at[:19]} by {m.applied_by} ({m.execution_ms} ms)" if m.applied_at else ""
+        print(f"  {m.version:03d} {m.state:<14} {m.description}{when}")
+    for w in st.warnings:
+        print(f"warning: {w}")
