@@ -1,0 +1,124 @@
+// The trading engine: simulated exchanges and market data, strategies, orders, fills and
+// positions, persisted in PostgreSQL. All state is guarded by one mutex; the trading loop
+// runs on its own thread, one tick every tick_interval_ms.
+//
+// Trading rule: orders (paper or live) are sent only when role is "primary", trading is
+// enabled, the kill switch is not active and the positions were loaded from the database.
+// A standby evaluates its strategies but never sends an order.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config.hpp"
+#include "db.hpp"
+
+namespace hft {
+
+struct Reply {
+  int status = 200;
+  json body = json::object();
+  std::string text;  // when non-empty, sent as text/plain instead of body
+};
+
+class Engine {
+ public:
+  Engine(Config cfg, std::string config_path, Db& db);
+  void start();
+  // Graceful stop: strategies stop, working orders are cancelled, positions flushed.
+  void shutdown();
+  int shutdown_timeout_seconds() const { return shutdown_timeout_seconds_; }
+
+  Reply health();
+  Reply status();
+  Reply get_config();
+  Reply put_config(const json& body);
+  Reply reload_config();
+  Reply config_status();
+  Reply killswitch(const json& body);
+  Reply positions();
+  Reply list_strategies();
+  Reply get_strategy(const std::string& id);
+  Reply load_strategy(const json& body);
+  Reply start_strategy(const std::string& id);
+  Reply stop_strategy(const std::string& id);
+  Reply delete_strategy(const std::string& id);
+  Reply strategy_config(const std::string& id, const json& body);
+  Reply metrics_text();
+
+ private:
+  struct Position {
+    double qty = 0, avg = 0;
+  };
+  struct Strategy {
+    StrategyConfig cfg;
+    bool running = false;
+    double pos = 0, avg = 0, realized = 0;  // the strategy's own book, paper or live
+    long wins = 0, closes = 0, orders = 0, fills = 0;
+    bool has_working = false;
+    std::deque<double> prices;  // recent mids for the signal
+  };
+  struct Order {
+    long long id;
+    std::string client_id, strategy_id, exchange, symbol, side;
+    double qty, price;
+    bool paper;
+  };
+  struct Quote {
+    double bid, ask, mid;
+  };
+
+  void loop();
+  void tick_locked();
+  bool load_state_locked();
+  void evaluate_locked(Strategy& s);
+  void send_order_locked(Strategy& s, const std::string& side, double qty, double price);
+  void fill_working_locked();
+  int cancel_working_locked(const std::string& strategy_id);  // "" = all
+  void persist_strategy_locked(const Strategy& s);
+  void record_market_data_locked();
+  void write_strategy_metrics_locked();
+  bool trading_allowed_locked() const;
+  Quote quote(const std::string& exchange, const std::string& symbol) const;
+  json strategy_json_locked(const Strategy& s) const;
+  double strategy_pnl_locked(const Strategy& s) const;
+  void set_trading_enabled_locked(bool on, const std::string& source);
+
+  Config started_cfg_;  // as read at start: restart-only keys are compared with it
+  Config file_cfg_;     // as last read from disk (start or reload)
+  std::string config_path_;
+  std::string loaded_at_;
+  Db& db_;
+
+  mutable std::mutex mu_;
+  std::string role_;
+  bool trading_enabled_;
+  bool kill_active_ = false;
+  std::string kill_reason_, kill_at_;
+  std::map<std::string, Strategy> strategies_;
+  std::vector<std::string> strategy_order_;  // load order, for stable listings
+  std::map<std::pair<std::string, std::string>, Position> positions_;
+  std::vector<Order> working_;
+  long long tick_ = 0;
+  long long seq_ = 0;
+  std::string run_id_;
+  std::string started_at_;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point last_metrics_write_{};
+  bool metrics_write_failing_ = false;
+  std::atomic<int> tick_interval_ms_;
+  std::atomic<int> shutdown_timeout_seconds_;
+
+  std::atomic<bool> state_loaded_{false};
+  std::atomic<bool> stopping_{false};
+  std::mutex loop_mu_;
+  std::condition_variable loop_cv_;
+  std::thread thread_;
+};
+
+}  // namespace hft
