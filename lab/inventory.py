@@ -1,0 +1,25 @@
+"""The machine-readable description of the lab that the stack (and the tests) consume.
+
+The stack connects with pulumi-command, whose ``connection.host_key`` wants the host's public
+key as an authorized_keys-format line, so that is what ``host_key`` holds; every host that has
+been created is listed, with ``running`` saying whether its container is up now.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab import config, hosts
+from lab.config import Paths
+
+
+def build(p: Paths) -> dict[str, Any]:
+    out: dict[str, Any] = {"bridge": config.BRIDGE, "gateway": config.GATEWAY,
+                           "apt_proxy": config.PROXY_URL, "hosts": {}}
+    for name in hosts.created(p):
+        out["hosts"][name] = {
+            "address": config.HOSTS[name], "port": 22, "user": "root",
+            "private_key": str(p.key), "host_key": hosts.host_key(p, name),
+            "running": hosts.running_pid(p, name) is not None,
+        }
+    return out
