@@ -169,7 +169,7 @@ class Engine:
         start = time.perf_counter()
         if f.transactional:
             with conn.transaction():
-                conn.execute(f.text)
+                _run_statements(conn, f.text)
                 ms = _ms(start)
                 db.insert_history(conn, f.version, f.description, f.checksum, ms)
         else:
@@ -224,7 +224,7 @@ class Engine:
         start = time.perf_counter()
         if transactional:
             with conn.transaction():
-                conn.execute(text)
+                _run_statements(conn, text)
                 db.delete_history(conn, f.version)
         else:
             _run_statements(conn, text)
@@ -319,9 +319,10 @@ def _baseline(history: list[db.AppliedRow]) -> int | None:
 
 
 def _run_statements(conn: psycopg.Connection, text: str) -> None:
-    """Run a no-transaction script statement by statement in autocommit mode.
+    """Run a script statement by statement (inside the caller's transaction, if any).
 
-    Before each CREATE INDEX CONCURRENTLY an INVALID index of the same name (left by an
+    One statement per round trip so a failure names its line. In a no-transaction script
+    (autocommit) each statement commits on its own. Before each CREATE INDEX CONCURRENTLY an INVALID index of the same name (left by an
     earlier failed build) is dropped, since IF NOT EXISTS would silently keep it; after a
     failed build the INVALID index it leaves is dropped too.
     """

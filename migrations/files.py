@@ -180,8 +180,15 @@ def strip_comments(sql: str) -> str:
             nl = out.find("\n")
             out = "" if nl < 0 else out[nl + 1:].lstrip()
         elif out.startswith("/*"):
-            end = out.find("*/")
-            out = "" if end < 0 else out[end + 2:].lstrip()
+            depth, i = 1, 2
+            while i < len(out) and depth:
+                if out.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif out.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            out = out[i:].lstrip()
         else:
             return out
 
@@ -203,8 +210,10 @@ def split_statements(text: str) -> list[Statement]:
 
     def flush(end: int) -> None:
         chunk = text[start:end]
-        if strip_comments(chunk).strip():
-            stmts.append(Statement(chunk.strip(), start_line))
+        body = strip_comments(chunk)
+        if body.strip():  # report the line of the first keyword, not of a leading comment
+            skipped = chunk.count("\n", 0, len(chunk) - len(body))
+            stmts.append(Statement(body.strip(), start_line + skipped))
 
     while i < n:
         c = text[i]
