@@ -45,7 +45,7 @@ def find_tool(name: str, server_major: int, bin_dir: Path | None = None) -> str:
     return found
 
 
-def child_argv_and_env(conn: psycopg.Connection, passfile: Path | None) -> tuple[dict[str, str], str]:
+def child_env(conn: psycopg.Connection, passfile: Path | None) -> tuple[dict[str, str], str]:
     """Environment for a libpq child process equivalent to ``conn``, and its dbname.
 
     Host, port, user and database go in PG* variables; the password only into ``passfile``.
@@ -101,7 +101,7 @@ def backup(conn: psycopg.Connection, directory: Path, bin_dir: Path | None = Non
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     tool = find_tool("pg_dump", conn.info.server_version // 10000, bin_dir)
     with password_file(conn.info.password) as pf:
-        env, dbname = child_argv_and_env(conn, pf)
+        env, dbname = child_env(conn, pf)
         target = directory / backup_name(dbname)
         n = 1
         while target.exists():
@@ -124,7 +124,7 @@ def restore(conn: psycopg.Connection, source: Path, bin_dir: Path | None = None)
         raise BackupError(f"backup file {source} does not exist")
     tool = find_tool("pg_restore", conn.info.server_version // 10000, bin_dir)
     with password_file(conn.info.password) as pf:
-        env, dbname = child_argv_and_env(conn, pf)
+        env, dbname = child_env(conn, pf)
         # dbname passed as an option value is safe: it carries no secret.
         _run(restore_command(tool, source, dbname), env, conn.info.password)
 
