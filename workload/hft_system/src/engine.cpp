@@ -123,11 +123,18 @@ bool Engine::trading_allowed_locked() const {
 }
 
 bool Engine::load_state_locked() {
+  // Until the positions are loaded nothing trades; each distinct problem is logged once.
   std::string err;
-  if (!db_.ensure_connected(&err)) return false;
+  if (!db_.ensure_connected(&err)) {
+    if (err != startup_db_error_) log_error("db", "database unreachable, retrying: " + err);
+    startup_db_error_ = err;
+    return false;
+  }
   DbResult r = db_.exec("SELECT exchange, symbol, quantity, avg_price FROM positions");
   if (!r.ok) {
-    log_error("db", "cannot load positions: " + r.error);
+    if (r.error != startup_db_error_)
+      log_error("db", "cannot load positions, retrying: " + r.error);
+    startup_db_error_ = r.error;
     return false;
   }
   positions_.clear();

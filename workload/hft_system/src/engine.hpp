@@ -111,6 +111,7 @@ class Engine {
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point last_metrics_write_{};
   bool metrics_write_failing_ = false;
+  std::string startup_db_error_;
   std::atomic<int> tick_interval_ms_;
   std::atomic<int> shutdown_timeout_seconds_;
 
