@@ -38,18 +38,14 @@ def _refresh_known_hosts(p: Paths) -> None:
 
 def cmd_up(p: Paths, names: list[str]) -> None:
     prereq.require()
+    _check_claims(p, names)  # before the image build: refuse early, change nothing
     t0 = time.monotonic()
     root = image.ensure(p.image_cache)
     pub = sshc.ensure_keypair(p).with_suffix(".pub").read_text()
     p.archives.mkdir(parents=True, exist_ok=True)
     started: dict[str, float] = {}
     with locked(p.run / "lock"):
-        for name in names:
-            other = hosts.claimed_by_other(p, name)
-            if other:
-                raise LabError("claim host", f"it is running from another lab home ({other})",
-                               f"stop it there: HFT_LAB_HOME={other} python3 -m lab stop {name}",
-                               name)
+        _check_claims(p, names)
         network.ensure_bridge()
         network.ensure_proxy(p.run)
         for name in names:
@@ -68,6 +64,15 @@ def cmd_up(p: Paths, names: list[str]) -> None:
         raise LabError("boot", s, f"console log: {p.host_dir(n) / 'console.log'}; "
                        f"`python3 -m lab destroy {n}` and `up` again to start over", n)
     say(f"up: {len(names)} host(s) ready in {time.monotonic() - t0:.1f}s")
+
+
+def _check_claims(p: Paths, names: list[str]) -> None:
+    for name in names:
+        other = hosts.claimed_by_other(p, name)
+        if other:
+            raise LabError("claim host", f"it is running from another lab home ({other})",
+                           f"stop it there: HFT_LAB_HOME={other} python3 -m lab stop {name}",
+                           name)
 
 
 def _wait(p: Paths, name: str, since: float) -> str:
@@ -127,7 +132,7 @@ def cmd_status(p: Paths) -> None:
         running = hosts.running_pid(p, name) is not None
         ok, state = sshc.system_state(p, config.HOSTS[name]) if running else (False, "stopped")
         mem = hosts.memory_pss_kib(p, name)
-        return [name, config.HOSTS[name], state if ok or not running else "-",
+        return [name, config.HOSTS[name], state if ok or not running else "not answering",
                 "yes" if ok else "no", f"{mem / 1024:.0f} MiB" if mem else "-"]
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:

@@ -15,7 +15,7 @@ import signal
 import uuid
 from pathlib import Path
 
-from lab import config
+from lab import cgroups, config
 from lab.config import Paths
 from lab.errors import LabError
 from lab.sysutil import run, say, spawn_detached, start_time, stop_tracked, tracked_pid
@@ -147,7 +147,7 @@ def start(p: Paths, name: str) -> int:
     log = d / "console.log"
     if log.exists() and log.stat().st_size > 4 << 20:
         log.replace(d / "console.log.old")
-    pid = spawn_detached(nspawn_argv(p, name), log, d / "nspawn.pid")
+    pid = spawn_detached(cgroups.wrap(name, nspawn_argv(p, name)), log, d / "nspawn.pid")
     claim = _claim_path(p, name)
     claim.parent.mkdir(parents=True, exist_ok=True)
     claim.write_text(json.dumps({"home": str(p.home), "pid": pid, "start": start_time(pid)}))
@@ -165,14 +165,17 @@ def console_tail(p: Paths, name: str, lines: int = 6) -> str:
 def stop(p: Paths, name: str) -> None:
     """Shut the container down (SIGTERM makes nspawn halt systemd cleanly), unmount its root."""
     d = p.host_dir(name)
+    other = claimed_by_other(p, name)
     if running_pid(p, name) is not None:
         say(f"{name}: shutting down")
         if stop_tracked(d / "nspawn.pid", signal.SIGTERM, timeout=30):
             say(f"{name}: did not halt within 30s, killed")
     (d / "nspawn.pid").unlink(missing_ok=True)
-    claim = _claim_path(p, name)
-    if claim.exists() and claimed_by_other(p, name) is None:
-        claim.unlink()
+    if other is None:  # the name, its claim and its cgroups are ours, not another home's
+        _claim_path(p, name).unlink(missing_ok=True)
+        left = cgroups.remove(name)
+        if left:
+            say(f"{name}: cgroups still in use, left in place: {' '.join(left)}")
     if is_mounted(d / "root"):
         run(["umount", str(d / "root")], "unmount root", name,
             f"something still uses {d / 'root'}: `fuser -vm {d / 'root'}`")

@@ -56,6 +56,7 @@ def _files(m: mirror.Mirrors) -> dict[str, str]:
             "UseDNS no\n"),
         "/etc/resolv.conf": "# Lab hosts have no DNS; apt reaches the mirror through the proxy.\n",
         "/etc/hostname": "localhost\n",
+        "/etc/default/locale": "LANG=C.UTF-8\n",
         "/etc/machine-id": "",
         "/etc/systemd/journald.conf.d/10-hftlab.conf": "[Journal]\nSystemMaxUse=32M\n",
     }
