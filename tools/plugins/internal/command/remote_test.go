@@ -1,0 +1,157 @@
+package command
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"golang.org/x/crypto/ssh"
+
+	"hft-deploy.local/plugins/internal/props"
+)
+
+const remoteURN = "urn:pulumi:dev::hft::command:remote:Command::setup"
+
+func init() { retryDelay = func(int) time.Duration { return 10 * time.Millisecond } }
+
+// conn builds a connection input for the test server, as the Python SDK sends
+// it (a secret object).
+func (s *testServer) conn(extra resource.PropertyMap) resource.PropertyValue {
+	host, port, _ := net.SplitHostPort(s.addr)
+	m := resource.PropertyMap{
+		"host": resource.NewStringProperty(host), "user": resource.NewStringProperty("deploy"),
+		"privateKey": resource.NewStringProperty(s.clientK), "dialErrorLimit": resource.NewNumberProperty(2),
+	}
+	n, _ := strconv.Atoi(port)
+	m["port"] = resource.NewNumberProperty(float64(n))
+	for k, v := range extra {
+		m[k] = v
+	}
+	return resource.MakeSecret(resource.NewObjectProperty(m))
+}
+
+func create(t *testing.T, urn string, in resource.PropertyMap) (resource.PropertyMap, error) {
+	t.Helper()
+	st, err := props.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := New(nil).Create(ctx, &pulumirpc.CreateRequest{Urn: urn, Properties: st})
+	if err != nil {
+		return nil, err
+	}
+	out, err := props.Unmarshal(resp.Properties)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, nil
+}
+
+func TestRemoteRunsCommandWithStdinAndEnv(t *testing.T) {
+	s := startServer(t)
+	out, err := create(t, remoteURN, resource.PropertyMap{
+		"connection":  s.conn(nil),
+		"create":      resource.NewStringProperty(`read x; echo "got:$x"; echo "env:$FOO"; echo warn >&2`),
+		"stdin":       resource.NewStringProperty("hello\n"),
+		"environment": resource.NewObjectProperty(resource.PropertyMap{"FOO": resource.NewStringProperty("bar")}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := props.Str(out, "stdout"); got != "got:hello\nenv:bar" {
+		t.Fatalf("stdout = %q", got)
+	}
+	if got, _ := props.Str(out, "stderr"); got != "warn" {
+		t.Fatalf("stderr = %q", got)
+	}
+	if out["stdout"].IsSecret() || !out["connection"].IsSecret() {
+		t.Fatal("stdout must stay plain, connection secret")
+	}
+}
+
+func TestRemotePasswordAuthAndSecretStdin(t *testing.T) {
+	s := startServer(t)
+	c := s.conn(resource.PropertyMap{"password": resource.NewStringProperty("s3cret")})
+	delete(c.SecretValue().Element.ObjectValue(), "privateKey")
+	out, err := create(t, remoteURN, resource.PropertyMap{
+		"connection": c, "create": resource.NewStringProperty("cat"),
+		"stdin": resource.MakeSecret(resource.NewStringProperty("token")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out["stdout"].IsSecret() || props.Plain(out["stdout"]).StringValue() != "token" {
+		t.Fatalf("stdout must be the secret stdin, got %v", out["stdout"])
+	}
+}
+
+func TestRemoteExitCodePropagates(t *testing.T) {
+	s := startServer(t)
+	in := resource.PropertyMap{"connection": s.conn(nil), "create": resource.NewStringProperty("echo boom >&2; exit 3")}
+	_, err := create(t, remoteURN, in)
+	if err == nil || !strings.Contains(err.Error(), "code 3") || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("want exit code 3 with stderr, got %v", err)
+	}
+	in["logging"] = resource.NewStringProperty(LogNone)
+	_, err = create(t, remoteURN, in)
+	if err == nil || !strings.Contains(err.Error(), "code 3") || strings.Contains(err.Error(), "boom") {
+		t.Fatalf("logging none: want exit code without stderr, got %v", err)
+	}
+}
+
+func TestRemoteHostKeyPinning(t *testing.T) {
+	s := startServer(t)
+	right := string(ssh.MarshalAuthorizedKey(s.hostKey))
+	in := resource.PropertyMap{"create": resource.NewStringProperty("echo ok"),
+		"connection": s.conn(resource.PropertyMap{"hostKey": resource.NewStringProperty(right)})}
+	if out, err := create(t, remoteURN, in); err != nil || props.Plain(out["stdout"]).StringValue() != "ok" {
+		t.Fatalf("matching host key: %v", err)
+	}
+	other, _ := newSigner(t)
+	wrong := string(ssh.MarshalAuthorizedKey(other.PublicKey()))
+	in["connection"] = s.conn(resource.PropertyMap{"hostKey": resource.NewStringProperty(wrong)})
+	before := s.conns.Load()
+	_, err := create(t, remoteURN, in)
+	if err == nil || !strings.Contains(err.Error(), "host key mismatch") {
+		t.Fatalf("wrong host key must be refused, got %v", err)
+	}
+	if n := s.conns.Load() - before; n != 1 {
+		t.Fatalf("host key mismatch must not be retried, saw %d connections", n)
+	}
+}
+
+func TestRemoteDialRetryLimit(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close() // not an SSH server: every attempt fails
+			accepted <- struct{}{}
+		}
+	}()
+	s := &testServer{addr: ln.Addr().String(), clientK: startServer(t).clientK}
+	c := s.conn(resource.PropertyMap{"dialErrorLimit": resource.NewNumberProperty(3)})
+	_, err = create(t, remoteURN, resource.PropertyMap{"connection": c, "create": resource.NewStringProperty("true")})
+	if err == nil {
+		t.Fatal("dial must fail")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := len(accepted); n != 3 {
+		t.Fatalf("want exactly 3 dial attempts, got %d (%v)", n, err)
+	}
+}
