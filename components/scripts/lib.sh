@@ -1,0 +1,208 @@
+# shellcheck shell=bash
+# Shared helpers for the hft-deploy remote scripts. Copied to "$HFT_PAYLOAD/lib.sh" next to
+# each script and sourced by it; defines functions only, changes nothing by itself.
+#
+#   ok/changed/skipped/warn/die  one short line per step ("ok: ...", "changed: ...", ...);
+#                                die prints "error: ..." on stderr and exits 1
+#   require_env NAME...          die unless every NAME is set and non-empty
+#   install_packages PKG...      apt-get install only the missing ones (update at most once)
+#   install_file SRC DEST MODE OWNER[:GROUP]
+#                                replace DEST only when content, mode or owner differ;
+#                                sets FILE_CHANGED=1 (changed) or 0 (ok)
+#   ensure_dir PATH MODE OWNER[:GROUP]
+#   replace_block FILE BLOCKFILE top|bottom LABEL
+#                                keep BLOCKFILE's lines between "# BEGIN hft-deploy" and
+#                                "# END hft-deploy" in FILE; sets FILE_CHANGED
+#   json_str STRING              STRING as a JSON string literal (quotes included)
+#   read_secret VAR              one line of stdin into VAR (never printed)
+
+HFT_CHANGES=0
+FILE_CHANGED=0
+_HFT_APT_UPDATED=0
+
+ok() { printf 'ok: %s\n' "$*"; }
+changed() { printf 'changed: %s\n' "$*"; HFT_CHANGES=$((HFT_CHANGES + 1)); }
+skipped() { printf 'skipped: %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+require_env() {
+  local n
+  for n in "$@"; do
+    [ -n "${!n:-}" ] || die "environment variable $n is required"
+  done
+}
+
+require_payload() {
+  [ -n "${HFT_PAYLOAD:-}" ] && [ -d "$HFT_PAYLOAD" ] || die "HFT_PAYLOAD is not a directory"
+  local f
+  for f in "$@"; do
+    [ -e "$HFT_PAYLOAD/$f" ] || die "payload $f missing from \$HFT_PAYLOAD"
+  done
+}
+
+# is_true VALUE: 1/true/yes/on
+is_true() { case "${1:-0}" in 1|true|yes|on|True|TRUE) return 0 ;; *) return 1 ;; esac; }
+
+pkg_installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
+}
+
+apt_update_once() {
+  [ "$_HFT_APT_UPDATED" = 1 ] && return 0
+  local log
+  log=$(mktemp)
+  if ! apt-get -q -o DPkg::Lock::Timeout=300 update >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    rm -f "$log"
+    die "apt-get update failed"
+  fi
+  rm -f "$log"
+  _HFT_APT_UPDATED=1
+}
+
+# pkg_installable PKG: apt knows a candidate for PKG (after an update)
+pkg_installable() {
+  local cand
+  cand=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2; exit}')
+  [ -n "$cand" ] && [ "$cand" != "(none)" ]
+}
+
+install_packages() {
+  local missing=() p log
+  for p in "$@"; do
+    [ -n "$p" ] || continue
+    pkg_installed "$p" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    [ $# -gt 0 ] && ok "packages present: $*"
+    return 0
+  fi
+  apt_update_once
+  for p in "${missing[@]}"; do
+    pkg_installable "$p" || die "package $p is not installable from the configured apt sources"
+  done
+  log=$(mktemp)
+  if ! DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends \
+      -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef \
+      -o Dpkg::Options::=--force-confold install "${missing[@]}" >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    rm -f "$log"
+    die "apt-get install ${missing[*]} failed"
+  fi
+  rm -f "$log"
+  changed "installed ${missing[*]}"
+}
+
+_owner_of() { stat -c '%U:%G' "$1"; }
+_mode_of() { stat -c '%a' "$1"; }
+_norm_owner() { case "$1" in *:*) printf '%s' "$1" ;; *) printf '%s:%s' "$1" "$(id -gn "$1")" ;; esac; }
+
+install_file() {
+  local src=$1 dest=$2 mode=$3 owner
+  owner=$(_norm_owner "$4")
+  FILE_CHANGED=0
+  [ -f "$src" ] || die "install_file: $src is not a file"
+  if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$src" "$dest"; then
+    if [ "$(_mode_of "$dest")" != "${mode#0}" ]; then
+      chmod "$mode" "$dest"; FILE_CHANGED=1
+    fi
+    if [ "$(_owner_of "$dest")" != "$owner" ]; then
+      chown "$owner" "$dest"; FILE_CHANGED=1
+    fi
+    if [ "$FILE_CHANGED" = 1 ]; then changed "$dest mode/owner set to $mode $owner"; else ok "$dest"; fi
+    return 0
+  fi
+  mkdir -p "$(dirname "$dest")"
+  local tmp
+  tmp=$(mktemp "$(dirname "$dest")/.hft-deploy.XXXXXX")
+  cat "$src" >"$tmp"
+  chmod "$mode" "$tmp"
+  chown "$owner" "$tmp"
+  mv -f "$tmp" "$dest"
+  FILE_CHANGED=1
+  changed "$dest"
+}
+
+ensure_dir() {
+  local path=$1 mode=$2 owner
+  owner=$(_norm_owner "$3")
+  if [ -d "$path" ] && [ "$(_mode_of "$path")" = "${mode#0}" ] && [ "$(_owner_of "$path")" = "$owner" ]; then
+    ok "directory $path"
+    return 0
+  fi
+  mkdir -p "$path"
+  chmod "$mode" "$path"
+  chown "$owner" "$path"
+  changed "directory $path ($mode $owner)"
+}
+
+BLOCK_BEGIN="# BEGIN hft-deploy"
+BLOCK_END="# END hft-deploy"
+
+replace_block() {
+  local file=$1 block=$2 where=$3 new
+  [ -f "$block" ] || die "replace_block: $block is not a file"
+  new=$(mktemp)
+  {
+    if [ "$where" = top ]; then
+      printf '%s\n' "$BLOCK_BEGIN"; cat "$block"; printf '%s\n' "$BLOCK_END"
+    fi
+    if [ -f "$file" ]; then
+      awk -v b="$BLOCK_BEGIN" -v e="$BLOCK_END" '$0 == b {skip = 1; next} $0 == e {skip = 0; next} !skip' "$file"
+    fi
+    if [ "$where" != top ]; then
+      printf '%s\n' "$BLOCK_BEGIN"; cat "$block"; printf '%s\n' "$BLOCK_END"
+    fi
+  } >"$new"
+  local mode=644 owner=root:root
+  if [ -f "$file" ]; then mode=$(_mode_of "$file"); owner=$(_owner_of "$file"); fi
+  local before=$HFT_CHANGES
+  install_file "$new" "$file" "$mode" "$owner" >/dev/null
+  HFT_CHANGES=$before
+  rm -f "$new"
+  if [ "$FILE_CHANGED" = 1 ]; then changed "$file: hft-deploy block"; else ok "$file: hft-deploy block"; fi
+}
+
+json_str() {
+  local s=$1
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/\\r}
+  s=${s//$'\t'/\\t}
+  s=$(printf '%s' "$s" | tr -d '\000-\010\013\014\016-\037')
+  printf '"%s"' "$s"
+}
+
+# json_list ITEM...: ["a","b"]
+json_list() {
+  local out="" x
+  for x in "$@"; do out+="${out:+,}$(json_str "$x")"; done
+  printf '[%s]' "$out"
+}
+
+read_secret() {
+  local __v=""
+  IFS= read -r __v || [ -n "$__v" ] || die "expected the secret on stdin (one line), got nothing"
+  [ -n "$__v" ] || die "expected the secret on stdin (one line), got an empty line"
+  printf -v "$1" '%s' "$__v"
+}
+
+# wait_http URL TIMEOUT [GREP]: until curl answers 2xx (and the body matches GREP)
+wait_http() {
+  local url=$1 timeout=$2 pattern=${3:-} start body
+  start=$SECONDS
+  while :; do
+    if body=$(curl -fsS --max-time 3 "$url" 2>/dev/null); then
+      if [ -z "$pattern" ] || grep -q -- "$pattern" <<<"$body"; then return 0; fi
+    fi
+    [ $((SECONDS - start)) -ge "$timeout" ] && return 1
+    sleep 1
+  done
+}
+
+# pg_run SQL-ON-STDIN: psql as postgres over the local socket, stop on error, quiet
+pg_run() {
+  runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Runbook 3.3 step 3 (and 10: listen/pg_hba for replicas): PostgreSQL from Debian's packages,
+# TimescaleDB where its repository is configured, tuning, pg_hba entries, cluster running.
+# Restarts only when the server reports a setting pending restart after a reload
+# (pg_settings.pending_restart: listen_addresses, shared_buffers, shared_preload_libraries,
+# wal_level, ...); otherwise a changed config or pg_hba is applied with a reload.
+#
+# env:
+#   HFT_PG_PACKAGES   e.g. "postgresql postgresql-contrib" (required)
+#   HFT_TIMESCALEDB   1: install timescaledb-2-postgresql-<major> (fails clearly when no
+#                     configured apt repository provides it); 0: skipped (default 0)
+# payload: lib.sh, postgresql.conf (-> /etc/postgresql/<major>/main/conf.d/90-hft.conf),
+#          pg_hba.block (kept in a marked block at the top of pg_hba.conf)
+# stdin: not read.
+set -euo pipefail
+source "$HFT_PAYLOAD/lib.sh"
+
+require_env HFT_PG_PACKAGES
+require_payload postgresql.conf pg_hba.block
+# shellcheck disable=SC2086
+install_packages $HFT_PG_PACKAGES
+
+# the cluster: the one pg_lsclusters lists (Debian creates <major>/main on install)
+read -r ver cluster _ < <(pg_lsclusters -h 2>/dev/null | sort -k1,1nr | head -n 1) || true
+if [ -z "${ver:-}" ]; then
+  ver=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -nr | head -n 1)
+  [ -n "$ver" ] || die "no PostgreSQL server installed under /usr/lib/postgresql"
+  cluster=main
+  pg_createcluster "$ver" "$cluster" >/dev/null || die "pg_createcluster $ver $cluster failed"
+  changed "cluster $ver/$cluster created"
+fi
+ok "postgresql $ver/$cluster"
+etc=/etc/postgresql/$ver/$cluster
+[ -f "$etc/postgresql.conf" ] || die "$etc/postgresql.conf not found"
+grep -Eq "^[[:space:]]*include_dir[[:space:]]*=[[:space:]]*'conf.d'" "$etc/postgresql.conf" \
+  || die "$etc/postgresql.conf does not include conf.d (include_dir = 'conf.d')"
+
+if is_true "${HFT_TIMESCALEDB:-0}"; then
+  pkg=timescaledb-2-postgresql-$ver
+  if ! pkg_installed "$pkg"; then
+    apt_update_once
+    pkg_installable "$pkg" || die "$pkg is not installable: configure the TimescaleDB apt repository (runbook 3.3 step 3) or set TimescaleDB off"
+    install_packages "$pkg"
+  else
+    ok "$pkg installed"
+  fi
+else
+  skipped "timescaledb (not configured)"
+fi
+
+install_file "$HFT_PAYLOAD/postgresql.conf" "$etc/conf.d/90-hft.conf" 644 postgres:postgres
+conf_changed=$FILE_CHANGED
+replace_block "$etc/pg_hba.conf" "$HFT_PAYLOAD/pg_hba.block" top
+hba_changed=$FILE_CHANGED
+
+unit=postgresql@$ver-$cluster
+systemctl enable --quiet postgresql 2>/dev/null || true
+wait_ready() {
+  local i
+  for i in $(seq 1 60); do
+    pg_isready -q -p "$(pg_conftool -s "$ver" "$cluster" show port 2>/dev/null || echo 5432)" && return 0
+    sleep 1
+  done
+  journalctl -u "$unit" -n 20 --no-pager >&2 || true
+  die "postgresql $ver/$cluster not ready after 60 s"
+}
+if ! systemctl is-active --quiet "$unit"; then
+  systemctl start "$unit" || { journalctl -u "$unit" -n 20 --no-pager >&2 || true; die "cannot start $unit"; }
+  wait_ready
+  changed "postgresql $ver/$cluster started"
+else
+  wait_ready
+  if [ "$conf_changed" = 1 ] || [ "$hba_changed" = 1 ]; then
+    systemctl reload "$unit" || die "reload of $unit failed"
+    sleep 1
+    pending=$(echo "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart;" | pg_run)
+    if [ -n "$pending" ]; then
+      systemctl restart "$unit" || { journalctl -u "$unit" -n 20 --no-pager >&2 || true; die "restart of $unit failed"; }
+      wait_ready
+      changed "postgresql restarted (pending restart: $pending)"
+    else
+      changed "postgresql reloaded"
+    fi
+  else
+    ok "postgresql running, unchanged"
+  fi
+fi
+# a configuration error shows up here, not as a silently ignored line
+errs=$(echo "SELECT string_agg(name || ': ' || coalesce(error, ''), '; ') FROM pg_file_settings WHERE error IS NOT NULL;" | pg_run)
+[ -z "$errs" ] || die "postgresql configuration errors: $errs"
+
+if [ "$HFT_CHANGES" -eq 0 ]; then ok "postgres: no changes"; else echo "changed: postgres: $HFT_CHANGES change(s)"; fi

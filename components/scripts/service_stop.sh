@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Delete of HftService: stop and disable the unit and remove its unit file. Keeps the
+# application user, $HFT_HOME (releases, config, .env) and the logs: data is never deleted here.
+#
+# env:     HFT_UNIT_NAME (hft_system), HFT_USER, HFT_HOME, HFT_LOG_DIR (only named in the report)
+# payload: lib.sh
+# stdin:   not read.
+set -euo pipefail
+source "$HFT_PAYLOAD/lib.sh"
+
+require_env HFT_UNIT_NAME
+unit=$HFT_UNIT_NAME
+unit_file=/etc/systemd/system/$unit.service
+if systemctl is-active --quiet "$unit" || systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+  systemctl disable --now --quiet "$unit" || die "systemctl disable --now $unit failed"
+  changed "$unit stopped and disabled"
+else
+  ok "$unit not running, not enabled"
+fi
+if [ -e "$unit_file" ]; then
+  rm -f "$unit_file"
+  systemctl daemon-reload
+  changed "$unit_file removed"
+else
+  ok "$unit_file absent"
+fi
+ok "kept user ${HFT_USER:-hft_user}, ${HFT_HOME:-/opt/hft_system} and ${HFT_LOG_DIR:-/var/log/hft_system} (data is not deleted)"
