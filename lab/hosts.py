@@ -138,6 +138,9 @@ def nspawn_argv(p: Paths, name: str) -> list[str]:
             f"--machine={name}", "--register=no", "--keep-unit", "--private-users=no",
             f"--network-bridge={config.BRIDGE}", "--resolv-conf=off", "--timezone=off",
             "--link-journal=no", "--console=read-only",
+            # mlock() beyond RLIMIT_MEMLOCK: the lab cannot raise that limit (no
+            # CAP_SYS_RESOURCE on these machines), and trading processes lock their memory.
+            "--capability=CAP_IPC_LOCK",
             f"--bind={p.archives}:/var/cache/apt/archives"]
 
 
