@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -98,7 +99,6 @@ def _wait(p: Paths, name: str, since: float) -> str:
 
 
 def _failed_units(p: Paths, name: str) -> str:
-    import subprocess
     proc = subprocess.run(sshc.argv(p, config.HOSTS[name], ["systemctl", "--failed",
                           "--no-legend", "--plain"]), capture_output=True, text=True)
     return ", ".join(line.split()[0] for line in proc.stdout.splitlines() if line.strip())

@@ -118,8 +118,7 @@ def _build(r: dict[str, object], h: str, cache: Path) -> None:
         tail = " | ".join(log.read_text().strip().splitlines()[-4:])
         raise LabError("build image (debootstrap)", f"exit {rc}: {tail}",
                        f"check network access to {r['mirror']}; full log: {log}")
-    root = tmp / "rootfs"
-    _configure(root, r)
+    _configure(tmp / "rootfs", _files(mirror.find(config.SUITE)))
     (tmp / "recipe.json").write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
     if entry.exists():
         shutil.rmtree(entry)
@@ -128,10 +127,8 @@ def _build(r: dict[str, object], h: str, cache: Path) -> None:
     say(f"image {h}: built in {time.monotonic() - t0:.0f}s")
 
 
-def _configure(root: Path, r: dict[str, object]) -> None:
+def _configure(root: Path, files: dict[str, str]) -> None:
     """Write the recipe's files and unit links; drop what must be unique per host."""
-    files = r["files"]
-    assert isinstance(files, dict)
     for path, content in files.items():
         dest = root / path.lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -140,9 +137,9 @@ def _configure(root: Path, r: dict[str, object]) -> None:
         dest.write_text(content)
     for key in (root / "etc" / "ssh").glob("ssh_host_*"):
         key.unlink()  # generated per host on its first `up`
-    for unit in r["enable"]:  # type: ignore[union-attr]
-        run(["systemctl", f"--root={root}", "enable", str(unit)], "build image (enable units)")
-    for unit in r["mask"]:  # type: ignore[union-attr]
-        run(["systemctl", f"--root={root}", "mask", str(unit)], "build image (mask units)")
+    for unit in ENABLED_UNITS:
+        run(["systemctl", f"--root={root}", "enable", unit], "build image (enable units)")
+    for unit in MASKED_UNITS:
+        run(["systemctl", f"--root={root}", "mask", unit], "build image (mask units)")
     shutil.rmtree(root / "var" / "cache" / "apt" / "archives", ignore_errors=True)
     (root / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True)
