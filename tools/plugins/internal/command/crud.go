@@ -26,8 +26,7 @@ func (p *Provider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*p
 	}
 	ctx, cancel := p.opContext(ctx, req.Timeout)
 	defer cancel()
-	cmd, _ := props.Str(in, "create")
-	res, err := p.run(ctx, req.Urn, in, cmd, nil)
+	res, err := p.run(ctx, req.Urn, in, "create", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -55,12 +54,10 @@ func (p *Provider) Update(ctx context.Context, req *pulumirpc.UpdateRequest) (*p
 	ctx, cancel := p.opContext(ctx, req.Timeout)
 	defer cancel()
 	key := "update"
-	cmd, _ := props.Str(news, key)
-	if cmd == "" {
+	if cmd, _ := props.Str(news, key); cmd == "" {
 		key = "create"
-		cmd, _ = props.Str(news, key)
 	}
-	res, err := p.run(ctx, req.Urn, news, cmd, previous(olds, news))
+	res, err := p.run(ctx, req.Urn, news, key, previous(olds, news))
 	if err != nil {
 		return nil, err
 	}
@@ -79,8 +76,7 @@ func (p *Provider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*e
 	}
 	ctx, cancel := p.opContext(ctx, req.Timeout)
 	defer cancel()
-	cmd, _ := props.Str(st, "delete")
-	_, err = p.run(ctx, req.Urn, st, cmd, previous(st, st))
+	_, err = p.run(ctx, req.Urn, st, "delete", previous(st, st))
 	return &emptypb.Empty{}, err
 }
 
@@ -95,15 +91,18 @@ func previous(st, in resource.PropertyMap) map[string]string {
 	return map[string]string{"PULUMI_COMMAND_STDOUT": out, "PULUMI_COMMAND_STDERR": errs}
 }
 
-// run executes cmd (no-op when empty) locally or over SSH per the resource type.
-func (p *Provider) run(ctx context.Context, urn string, in resource.PropertyMap, cmd string,
+// run executes the command in input cmdKey (no-op when empty) locally or over
+// SSH per the resource type.
+func (p *Provider) run(ctx context.Context, urn string, in resource.PropertyMap, cmdKey string,
 	prev map[string]string,
 ) (result, error) {
+	cmd, _ := props.Str(in, cmdKey)
 	if cmd == "" {
 		return result{}, nil
 	}
 	j := &job{cmd: cmd, env: props.StrMap(in, "environment"), prevEnv: prev,
-		logging: LogStdoutAndStderr, urn: resource.URN(urn), log: p.log}
+		logging: LogStdoutAndStderr, urn: resource.URN(urn), log: p.log,
+		quiet: sensitive(in, cmdKey)}
 	if l, ok := props.Str(in, "logging"); ok {
 		j.logging = l
 	}

@@ -26,6 +26,7 @@ type job struct {
 	logging string
 	urn     resource.URN
 	log     Logger
+	quiet   bool // secret inputs: the output is secret, so never stream it as plain log lines
 }
 
 // result is what a finished command leaves in the state.
@@ -37,6 +38,12 @@ func (j *job) streams(ctx context.Context) (out, errw *capture) {
 	lg := j.log
 	if lg == nil {
 		lg = nopLogger{}
+	}
+	if j.quiet {
+		if j.logging != LogNone {
+			_ = lg.LogStatus(ctx, diag.Info, j.urn, "output not streamed: the command's inputs are secret")
+		}
+		return out, errw
 	}
 	if j.logging == LogStdout || j.logging == LogStdoutAndStderr {
 		out.emit = func(l string) { _ = lg.Log(ctx, diag.Info, j.urn, l) }

@@ -146,8 +146,13 @@ func dialOnce(ctx context.Context, addr string, cfg *ssh.ClientConfig, timeout t
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl) // bounds the handshake too
 	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() }) // Cancel during the handshake
 	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
-	if err != nil {
+	if !stop() || err != nil {
+		if err == nil {
+			err = ctx.Err()
+			sc.Close()
+		}
 		nc.Close()
 		return nil, err
 	}
