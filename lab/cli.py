@@ -111,7 +111,7 @@ def _stop_many(p: Paths, names: list[str], destroy: bool) -> None:
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
             list(pool.map(lambda n: action(p, n), names))
         _refresh_known_hosts(p)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while network.bridge_ports() and not hosts.live_claims(p) and \
                 time.monotonic() < deadline:
             time.sleep(0.1)  # veths disappear a moment after their container exits

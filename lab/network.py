@@ -107,6 +107,8 @@ def stop_proxy(run_dir: Path) -> None:
 def teardown_if_unused(run_dir: Path) -> None:
     """Stop the proxy and remove the bridge once no container of any lab home is attached."""
     if bridge_ports():
+        say(f"network: {config.BRIDGE} kept: interfaces {' '.join(bridge_ports())} still "
+            "attached; `python3 -m lab destroy` again once they are gone")
         return
     stop_proxy(run_dir)
     remove_bridge_if_unused()
