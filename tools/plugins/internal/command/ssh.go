@@ -182,7 +182,9 @@ func runRemote(ctx context.Context, c Conn, j *job) (result, error) {
 		}
 	}
 	for _, k := range sortedKeys(j.prevEnv) {
-		if err := s.Setenv(k, j.prevEnv[k]); err != nil && j.log != nil {
+		// Warn only when the command uses the variable: with sshd's default
+		// AcceptEnv this fails on every update and delete.
+		if err := s.Setenv(k, j.prevEnv[k]); err != nil && j.log != nil && strings.Contains(j.cmd, k) {
 			_ = j.log.Log(ctx, diag.Warning, j.urn, fmt.Sprintf("could not set %s on the remote host "+
 				"(sshd accepts only names in its AcceptEnv): %v", k, err))
 		}
