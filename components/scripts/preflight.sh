@@ -49,7 +49,7 @@ if [ "$disk_gb" -ge "$HFT_MIN_DISK_GB" ]; then report pass "Disk /" "${disk_gb} 
 else report fail "Disk /" "${disk_gb} GiB, below $HFT_MIN_DISK_GB (${disk_free} GiB free)"; fi
 
 # installed library versions (dpkg-query); absent ones are installed later by baseline.sh
-pkgver() { dpkg-query -W -f='${db:Status-Status} ${Version}\n' "$@" 2>/dev/null | awk '$1 == "installed" {print $2; exit}'; }
+pkgver() { { dpkg-query -W -f='${db:Status-Status} ${Version}\n' "$@" 2>/dev/null || true; } | awk '$1 == "installed" {print $2; exit}'; }
 libcheck() {  # libcheck NAME MIN PKG...
   local name=$1 min=$2 v
   shift 2
