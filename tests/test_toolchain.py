@@ -1,0 +1,46 @@
+"""Issue 2: the real Pulumi engine, built from source, drives a throwaway stack end to end."""
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from pathlib import Path
+
+from tests.pulumi_cli import REPO, Pulumi, toolchain_env
+
+PROGRAM = REPO / "tests" / "programs" / "toolchain_smoke"
+
+
+def test_pulumi_version_is_the_pinned_one() -> None:
+    pinned = dict(
+        line.split("=", 1) for line in (REPO / "tools" / "versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )["PULUMI_VERSION"]
+    out = subprocess.run(["pulumi", "version"], env=toolchain_env(), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == pinned
+
+
+def test_preview_up_noop_destroy_with_secrets_encrypted(tmp_path: Path) -> None:
+    cli = Pulumi(PROGRAM, "smoke", tmp_path / "state", passphrase=secrets.token_hex(16))
+    cli.init()
+
+    preview = cli.run("preview", "--diff")
+    assert "+ 3 to create" in preview.stdout or "3 to create" in preview.stdout, preview.stdout
+
+    cli.run("up", "--yes", "--skip-preview")
+    outputs = cli.outputs(show_secrets=True)
+    assert outputs["stdout"] == "hello-from-local-command"
+    password = outputs["password"]
+    assert len(password) == 24 and password.isalnum()
+
+    state_text = json.dumps(cli.export())
+    assert password not in state_text, "the generated password is in plaintext in the state"
+    assert "ciphertext" in state_text
+    assert cli.outputs()["password"] == "[secret]"
+
+    second = cli.run("up", "--yes", "--skip-preview", "--expect-no-changes")
+    assert "3 unchanged" in second.stdout, second.stdout
+
+    cli.run("destroy", "--yes", "--skip-preview")
+    resources = cli.export()["deployment"].get("resources") or []
+    assert resources == [], resources
