@@ -63,8 +63,9 @@ def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
         after=migrations.ready), opts=pulumi.ResourceOptions(depends_on=[kernels[app_host.name].ready]))
     app_target = (f"localhost:{cfg.service.api_port}" if mon_host.name == app_host.name
                   else f"{app_host.address}:{cfg.service.api_port}")
+    # After the service: Prometheus scrapes it, and steps on one host never run apt at once.
     monitoring = Monitoring("monitoring", MonitoringArgs(servers[mon_host.name], cfg.monitoring, app_target,
-                                                         after=kernels[mon_host.name].ready))
+                                                         after=service.ready))
     prometheus = ("http://127.0.0.1:9090" if mon_host.name == app_host.name else f"http://{mon_host.address}:9090")
     validation = Validation("validation", ValidationArgs(
         servers[app_host.name], cfg.service, database, db_address, migrations.expected_version, prometheus,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
@@ -62,7 +63,20 @@ func (j *job) exitError(code int, stderr string) error {
 		return fmt.Errorf("command exited with code %d (output hidden: logging is %q)", code, LogNone)
 	}
 	return fmt.Errorf("command exited with code %d: %q\nstderr (last 20 lines):\n%s",
-		code, j.cmd, tail(stderr, 20))
+		code, firstLine(j.cmd), tail(stderr, 20))
+}
+
+// firstLine names a command in an error without repeating a long script: the whole text
+// is in the resource's inputs already, and a multi-kilobyte error buries the stderr tail.
+func firstLine(cmd string) string {
+	line, rest, _ := strings.Cut(cmd, "\n")
+	if len(line) > 200 {
+		line = line[:200]
+	}
+	if rest != "" {
+		line += " ..."
+	}
+	return line
 }
 
 // sortedKeys gives a stable order so env handling is deterministic.
