@@ -13,22 +13,18 @@ from typing import Optional
 import pulumi
 
 from components.config import Baseline
-from components.remote import Step
+from components.remote import Step, managed_file
 from components.server import Server
 
 SKIPPED = "skipped: container host"
 
 
 def render_limits(baseline: Baseline) -> str:
-    lines = ["# Managed by hft-deploy (runbook 3.2 step 3). Local edits are overwritten."]
-    lines += [f"{x.domain} {x.type} {x.item} {x.value}" for x in baseline.limits]
-    return "\n".join(lines) + "\n"
+    return managed_file("3.2 step 3", [f"{x.domain} {x.type} {x.item} {x.value}" for x in baseline.limits])
 
 
 def render_sysctl(baseline: Baseline) -> str:
-    lines = ["# Managed by hft-deploy (runbook 3.2 step 3). Local edits are overwritten."]
-    lines += [f"{key}={value}" for key, value in baseline.sysctl.items()]
-    return "\n".join(lines) + "\n"
+    return managed_file("3.2 step 3", [f"{key}={value}" for key, value in baseline.sysctl.items()])
 
 
 @dataclass

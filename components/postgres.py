@@ -7,14 +7,12 @@ from typing import Optional
 import pulumi
 
 from components.config import Postgres
-from components.remote import Step
+from components.remote import Step, managed_file
 from components.server import Server
 
 
 def render_settings(pg: Postgres) -> str:
-    lines = ["# Managed by hft-deploy (runbook 3.3, 10). Local edits are overwritten."]
-    lines += [f"{k} = {v}" for k, v in pg.settings.items()]
-    return "\n".join(lines) + "\n"
+    return managed_file("3.3, 10", [f"{k} = {v}" for k, v in pg.settings.items()])
 
 
 @dataclass

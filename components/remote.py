@@ -25,6 +25,12 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 MAX_COMMAND_BYTES = 120 * 1024
 
 
+def managed_file(runbook: str, lines: list[str]) -> str:
+    """A config file's text with the header that tells a reader who owns it."""
+    header = f"# Managed by hft-deploy (runbook {runbook}). Local edits are overwritten."
+    return "\n".join([header, *lines]) + "\n"
+
+
 def read_script(name: str) -> str:
     return (SCRIPTS / name).read_text()
 
