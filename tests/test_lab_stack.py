@@ -20,8 +20,11 @@ TIMINGS: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
+    was_running = json.loads(lab("inventory").stdout)["hosts"].get(LAB_HOST, {}).get("running", False)
+    releases = str(REPO / "tools" / "serve-releases.sh")
+    was_serving = subprocess.run([releases, "running"]).returncode == 0
     lab("up", LAB_HOST, timeout=1800)
-    subprocess.run([str(REPO / "tools" / "serve-releases.sh"), "start"], check=True)
+    subprocess.run([releases, "start"], check=True)
     project = project_copy(tmp_path_factory.mktemp("project"))
     cli = lab_cli(project, tmp_path_factory.mktemp("state"))
     cli.init()
@@ -33,7 +36,10 @@ def deployed(tmp_path_factory):
     cli.run("destroy", "--yes", "--skip-preview", timeout=1800, check=False)
     TIMINGS["destroy"] = time.monotonic() - t0
     print("lab stack timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
-    subprocess.run([str(REPO / "tools" / "serve-releases.sh"), "stop"], check=False)
+    if not was_running:  # leave the lab as the test found it
+        lab("destroy", LAB_HOST, check=False)
+    if not was_serving:
+        subprocess.run([releases, "stop"], check=False)
 
 
 def test_first_up_ends_validated(deployed) -> None:

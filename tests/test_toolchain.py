@@ -44,3 +44,22 @@ def test_preview_up_noop_destroy_with_secrets_encrypted(tmp_path: Path) -> None:
     cli.run("destroy", "--yes", "--skip-preview")
     resources = cli.export()["deployment"].get("resources") or []
     assert resources == [], resources
+
+
+def test_a_missing_plugin_fails_at_once_naming_it(tmp_path: Path) -> None:
+    """No plugin download is ever attempted: without pulumi-resource-random the run stops, naming it."""
+    env = toolchain_env()
+    toolbin = Path(env["PATH"].split(":")[0])
+    partial = tmp_path / "bin"
+    partial.mkdir()
+    for tool in toolbin.iterdir():
+        if tool.name != "pulumi-resource-random":
+            (partial / tool.name).symlink_to(tool)
+    cli = Pulumi(PROGRAM, "noplugin", tmp_path / "state", passphrase=secrets.token_hex(16))
+    cli.init()
+    env = cli.env()
+    env["PATH"] = f"{partial}:{REPO / 'venv' / 'bin'}:/usr/bin:/bin"
+    proc = subprocess.run(["pulumi", "preview", "--non-interactive", "--cwd", str(PROGRAM), "--stack", "noplugin"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "no resource plugin 'pulumi-resource-random' found" in proc.stdout + proc.stderr, proc.stdout + proc.stderr

@@ -6,6 +6,7 @@
 #   tools/serve-releases.sh start   publish (idempotent) and serve on 198.18.0.1:9418
 #   tools/serve-releases.sh stop    stop the daemon this script started (by its PID file)
 #   tools/serve-releases.sh url     print the URL lab stacks clone from
+#   tools/serve-releases.sh running exit 0 when the daemon is serving
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${HFT_CACHE:-$HOME/.cache/hft-deploy}
@@ -39,5 +40,6 @@ case "${1:-}" in
     rm -f "$pidfile"
     ;;
   url) echo "git://$listen/hft_system.git" ;;
-  *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;
+  running) running ;;
+  *) echo "usage: $0 start|stop|url|running" >&2; exit 2 ;;
 esac
