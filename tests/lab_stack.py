@@ -27,7 +27,11 @@ def on_host(command: str, check: bool = True) -> str:
 
 
 def ssh_logins() -> int:
-    """How many SSH sessions sshd has accepted on the lab host (each remote command is one)."""
+    """How many SSH sessions sshd has accepted on the lab host (each remote command is one).
+
+    The count includes the session that asks, so between two calls with nothing else
+    happening it grows by exactly one.
+    """
     out = on_host("journalctl -u ssh -u sshd --no-pager -o cat | grep -c 'Accepted publickey' || true")
     return int(out.strip().splitlines()[-1])
 

@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 from pathlib import Path
 
 from tests.pulumi_cli import REPO, Pulumi, toolchain_env
 
-PROGRAM = REPO / "tests" / "programs" / "toolchain_smoke"
+SOURCE = REPO / "tests" / "programs" / "toolchain_smoke"
+
+
+def program(tmp_path: Path) -> Path:
+    """A private copy: `stack init` writes Pulumi.<stack>.yaml beside the program."""
+    dest = tmp_path / "program"
+    shutil.copytree(SOURCE, dest)
+    (dest / "Pulumi.yaml").write_text((dest / "Pulumi.yaml").read_text().replace(
+        "virtualenv: ../../../venv", f"virtualenv: {REPO / 'venv'}"))
+    return dest
 
 
 def test_pulumi_version_is_the_pinned_one() -> None:
@@ -21,7 +31,7 @@ def test_pulumi_version_is_the_pinned_one() -> None:
 
 
 def test_preview_up_noop_destroy_with_secrets_encrypted(tmp_path: Path) -> None:
-    cli = Pulumi(PROGRAM, "smoke", tmp_path / "state", passphrase=secrets.token_hex(16))
+    cli = Pulumi(program(tmp_path), "smoke", tmp_path / "state", passphrase=secrets.token_hex(16))
     cli.init()
 
     preview = cli.run("preview", "--diff")
@@ -55,11 +65,11 @@ def test_a_missing_plugin_fails_at_once_naming_it(tmp_path: Path) -> None:
     for tool in toolbin.iterdir():
         if tool.name != "pulumi-resource-random":
             (partial / tool.name).symlink_to(tool)
-    cli = Pulumi(PROGRAM, "noplugin", tmp_path / "state", passphrase=secrets.token_hex(16))
+    cli = Pulumi(program(tmp_path), "noplugin", tmp_path / "state", passphrase=secrets.token_hex(16))
     cli.init()
     env = cli.env()
     env["PATH"] = f"{partial}:{REPO / 'venv' / 'bin'}:/usr/bin:/bin"
-    proc = subprocess.run(["pulumi", "preview", "--non-interactive", "--cwd", str(PROGRAM), "--stack", "noplugin"],
+    proc = subprocess.run(["pulumi", "preview", "--non-interactive", "--cwd", str(cli.project_dir), "--stack", "noplugin"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "no resource plugin 'pulumi-resource-random' found" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
