@@ -76,9 +76,14 @@ def render_unit(svc: Service) -> str:
     ])
 
 
+def env_value(value: str) -> str:
+    """A value in systemd EnvironmentFile syntax: double-quoted, with \\ and " escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render_env(secrets: Mapping[str, str], db_password: str) -> str:
-    lines = [f"{k}={v}" for k, v in sorted(secrets.items())] + [f"DB_PASSWORD={db_password}"]
-    return "\n".join(lines) + "\n"
+    values = {**dict(sorted(secrets.items())), "DB_PASSWORD": db_password}
+    return "".join(f"{k}={env_value(v)}\n" for k, v in values.items())
 
 
 @dataclass

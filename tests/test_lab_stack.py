@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.lab_stack import LAB_HOST, lab, lab_cli, on_host, preview_ops, project_copy, ssh_logins
 from tests.pulumi_cli import REPO
@@ -69,7 +70,9 @@ def test_host_state_matches_the_runbook(deployed) -> None:
 
 def test_no_plaintext_secret_in_state(deployed) -> None:
     cli, _ = deployed
-    dotenv = dict(line.split("=", 1) for line in on_host("cat /opt/hft_system/.env").split() if "=" in line)
+    dotenv = {k: v.strip('"') for k, v in (line.split("=", 1) for line in
+              on_host("cat /opt/hft_system/.env").splitlines() if "=" in line)}
+    assert len(dotenv) == 5 and all(len(v) >= 8 for v in dotenv.values()), sorted(dotenv)
     state = json.dumps(cli.export())
     for name, value in dotenv.items():
         assert value not in state, f"{name} is in plaintext in the state"
@@ -105,6 +108,44 @@ def test_one_sysctl_change_updates_only_what_depends_on_it(deployed) -> None:
     cli.run("up", "--yes", "--skip-preview", timeout=1800)
     assert "vm.swappiness=10" in on_host("cat /etc/sysctl.d/90-hft.conf")
     assert cli.outputs()["validation"]["status"] == "SUCCESS"
+
+
+def service_pid() -> str:
+    return on_host("systemctl show -p MainPID --value hft_system").strip()
+
+
+def test_a_config_the_engine_rejects_stops_the_update_and_the_service_keeps_running(deployed) -> None:
+    """Runbook 7.1: --validate-config runs before any restart; the running service is untouched."""
+    cli, _ = deployed
+    pid = service_pid()
+    stack_file = cli.project_dir / "Pulumi.lab.yaml"
+    original = stack_file.read_text()
+    doc = yaml.safe_load(original)
+    doc["config"]["hft:service"]["strategies"] = [
+        {"id": "mm_btc_usd", "name": "BTC-USD", "symbol": "BTC-USD", "exchange": "coinbase",
+         "paper_trading": False, "max_position": -1}]
+    stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+        assert proc.returncode != 0
+        assert "config validation failed" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+        assert "max_position" in proc.stdout + proc.stderr
+        assert service_pid() == pid, "the running service was restarted"
+        assert on_host("systemctl is-active hft_system").strip() == "active"
+    finally:
+        stack_file.write_text(original)
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+
+
+def test_a_new_release_tag_is_built_deployed_and_validated(deployed) -> None:
+    cli, _ = deployed
+    cli.run("config", "set", "--path", "hft:service.version", "v1.1.0")
+    t0 = time.monotonic()
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    TIMINGS["release v1.1.0 up"] = time.monotonic() - t0
+    assert json.loads(on_host("curl -sf http://127.0.0.1:8080/api/v1/status"))["version"].startswith("1.1.0")
+    outputs = cli.outputs()
+    assert outputs["version"] == "v1.1.0" and outputs["validation"]["status"] == "SUCCESS"
 
 
 def test_destroy_stops_and_removes_the_service(deployed) -> None:

@@ -25,7 +25,7 @@ if is_true "${HFT_APT_UPGRADE:-0}"; then
     ok "apt upgrade: nothing to upgrade"
   else
     log=$(mktemp)
-    DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 \
+    DEBIAN_FRONTEND=noninteractive apt_get -q -y -o DPkg::Lock::Timeout=300 \
       -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold upgrade >"$log" 2>&1 \
       || { tail -n 30 "$log" >&2; die "apt-get upgrade failed"; }
     rm -f "$log"

@@ -48,11 +48,18 @@ pkg_installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
 }
 
+# apt_get ARGS...: apt-get, one at a time per host. dpkg's own lock has a timeout option but
+# `apt-get update`'s lists lock does not, so two steps of one host (or an operator) would
+# otherwise make the second fail at once with "Could not get lock /var/lib/apt/lists/lock".
+apt_get() {
+  flock -w 900 /run/lock/hft-deploy-apt.lock apt-get "$@"
+}
+
 apt_update_once() {
   [ "$_HFT_APT_UPDATED" = 1 ] && return 0
   local log
   log=$(mktemp)
-  if ! apt-get -q -o DPkg::Lock::Timeout=300 update >"$log" 2>&1; then
+  if ! apt_get -q -o DPkg::Lock::Timeout=300 update >"$log" 2>&1; then
     tail -n 20 "$log" >&2
     rm -f "$log"
     die "apt-get update failed"
@@ -83,7 +90,7 @@ install_packages() {
     pkg_installable "$p" || die "package $p is not installable from the configured apt sources"
   done
   log=$(mktemp)
-  if ! DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends \
+  if ! DEBIAN_FRONTEND=noninteractive apt_get -q -y --no-install-recommends \
       -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef \
       -o Dpkg::Options::=--force-confold install "${missing[@]}" >"$log" 2>&1; then
     tail -n 30 "$log" >&2

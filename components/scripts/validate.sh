@@ -126,6 +126,10 @@ if [ -z "$failed_json" ]; then
 else
   echo "Deployment Status: FAILED"
   report_status=FAILED
+  # The engine shows a failed command's stderr: list every failed check there, not the first.
+  grep -o '"check":"[^"]*","detail":"[^"]*"' <<<"$failed_json" \
+    | sed -e 's/^"check":"/✗ /' -e 's/","detail":"/: /' -e 's/"$//' >&2
+  echo "validation FAILED: every check above marked ✗" >&2
 fi
 echo "HFT_VALIDATION_REPORT={\"passed\":$(json_list "${passed[@]}"),\"failed\":[${failed_json}],\"status\":\"$report_status\"}"
 [ "$report_status" = SUCCESS ]
