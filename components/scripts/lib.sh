@@ -15,6 +15,9 @@
 #                                "# END hft-deploy" in FILE; sets FILE_CHANGED
 #   json_str STRING              STRING as a JSON string literal (quotes included)
 #   read_secret VAR              one line of stdin into VAR (never printed)
+#   write_pgpass VAR HOST PORT DB USER PASSWORD
+#                                a mode-600 libpq passfile in $HFT_PAYLOAD (removed with it);
+#                                its path into VAR
 
 HFT_CHANGES=0
 FILE_CHANGED=0
@@ -212,4 +215,16 @@ wait_http() {
 # pg_run SQL-ON-STDIN: psql as postgres over the local socket, stop on error, quiet
 pg_run() {
   runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+}
+
+write_pgpass() {
+  local __file __fields=() __f
+  __file=$(umask 077 && mktemp "$HFT_PAYLOAD/pgpass.XXXXXX")
+  for __f in "${@:2}"; do
+    __f=${__f//\\/\\\\}
+    __fields+=("${__f//:/\\:}")
+  done
+  (IFS=:; printf '%s\n' "${__fields[*]}") >"$__file"
+  chmod 600 "$__file"
+  printf -v "$1" '%s' "$__file"
 }

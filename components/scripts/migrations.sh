@@ -46,15 +46,10 @@ else
   changed "migration engine installed to $dest"
 fi
 
-# a private passfile (host:port:db:user:password, ':' and '\' escaped)
+# a private passfile (host:port:db:user:password); the payload dir and it go at exit
 umask 077
-passfile=$(mktemp "$HFT_PAYLOAD/pgpass.XXXXXX")
-trap 'rm -f "$passfile"' EXIT
-esc() { local s=${1//\\/\\\\}; printf '%s' "${s//:/\\:}"; }
-printf '%s:%s:%s:%s:%s\n' "$(esc "$host")" "$(esc "$port")" "$(esc "$HFT_DB_NAME")" \
-  "$(esc "$HFT_DB_USER")" "$(esc "$password")" >"$passfile"
+write_pgpass passfile "$host" "$port" "$HFT_DB_NAME" "$HFT_DB_USER" "$password"
 unset password
-chmod 600 "$passfile"
 
 cq() { local s=${1//\\/\\\\}; printf "'%s'" "${s//\'/\\\'}"; }
 dsn="host=$(cq "$host") port=$(cq "$port") dbname=$(cq "$HFT_DB_NAME") user=$(cq "$HFT_DB_USER")"

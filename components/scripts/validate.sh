@@ -30,11 +30,7 @@ db_port=${HFT_DB_PORT:-5432}
 install_packages curl jq postgresql-client >/dev/null
 
 umask 077
-passfile=$(mktemp "$HFT_PAYLOAD/pgpass.XXXXXX")
-trap 'rm -f "$passfile"' EXIT
-esc() { local s=${1//\\/\\\\}; printf '%s' "${s//:/\\:}"; }
-printf '%s:%s:%s:%s:%s\n' "$(esc "$db_host")" "$(esc "$db_port")" "$(esc "$HFT_DB_NAME")" \
-  "$(esc "$HFT_DB_USER")" "$(esc "$password")" >"$passfile"
+write_pgpass passfile "$db_host" "$db_port" "$HFT_DB_NAME" "$HFT_DB_USER" "$password"
 unset password
 set +e
 

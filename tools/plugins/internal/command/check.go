@@ -66,15 +66,7 @@ var outputKeys = []string{"stdout", "stderr", "assets", "archive"}
 // Diff: a `triggers` change replaces (create-then-delete, as upstream), any
 // other input change is an in-place update, otherwise nothing.
 func (p *Provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
-	oldsStruct := req.OldInputs
-	if oldsStruct == nil {
-		oldsStruct = req.Olds
-	}
-	olds, err := props.Unmarshal(oldsStruct)
-	if err != nil {
-		return nil, err
-	}
-	news, err := props.Unmarshal(req.News)
+	olds, news, err := props.DiffInputs(req)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@
 package props
 
 import (
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 	"sort"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
@@ -24,6 +25,20 @@ func Unmarshal(s *structpb.Struct) (resource.PropertyMap, error) {
 }
 
 // Marshal encodes a property map for the engine.
+// DiffInputs decodes a DiffRequest's old inputs (falling back to old state for resources
+// created before the engine sent OldInputs) and new inputs, which every Diff compares.
+func DiffInputs(req *pulumirpc.DiffRequest) (olds, news resource.PropertyMap, err error) {
+	oldsStruct := req.OldInputs
+	if oldsStruct == nil {
+		oldsStruct = req.Olds
+	}
+	if olds, err = Unmarshal(oldsStruct); err != nil {
+		return nil, nil, err
+	}
+	news, err = Unmarshal(req.News)
+	return olds, news, err
+}
+
 func Marshal(m resource.PropertyMap) (*structpb.Struct, error) {
 	return plugin.MarshalProperties(m, Opts)
 }

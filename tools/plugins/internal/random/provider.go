@@ -74,15 +74,7 @@ var outputKeys = []string{"result", "bcryptHash"}
 // Diff: every input is ForceNew in terraform-provider-random, so any change
 // replaces (create-before-delete).
 func (p *Provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
-	oldsStruct := req.OldInputs
-	if oldsStruct == nil {
-		oldsStruct = req.Olds
-	}
-	olds, err := props.Unmarshal(oldsStruct)
-	if err != nil {
-		return nil, err
-	}
-	news, err := props.Unmarshal(req.News)
+	olds, news, err := props.DiffInputs(req)
 	if err != nil {
 		return nil, err
 	}
