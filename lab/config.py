@@ -59,7 +59,7 @@ class Paths:
 
 def paths() -> Paths:
     """Resolve the lab home (HFT_LAB_HOME) and image cache (HFT_LAB_IMAGE_CACHE)."""
-    default_home = Path(os.environ.get("HOME", "/root")) / ".cache" / "hft-deploy" / "lab"
+    default_home = Path.home() / ".cache" / "hft-deploy" / "lab"
     home = Path(os.environ.get("HFT_LAB_HOME") or default_home).absolute()
     cache = Path(os.environ.get("HFT_LAB_IMAGE_CACHE") or home / "images").absolute()
     run = Path("/run/hftlab")  # machine-wide on purpose: the bridge and proxy are too
