@@ -1,7 +1,8 @@
 """Validation: every check of runbook 11.1 that applies, run on the host after each deploy (3.8, 11).
 
 Its command text carries a fingerprint of every step it validates, so it runs again exactly
-when any of them changed. Any failed check fails `pulumi up` with the full list (the
+when any of them changed. It takes no secret input (the script reads the DB password from
+the service's own .env on the host), so every check is shown live during `pulumi up`. Any failed check fails `pulumi up` with the full list (the
 script prints every check before it exits non-zero); the report is a stack output.
 """
 from __future__ import annotations
@@ -46,7 +47,6 @@ class Validation(pulumi.ComponentResource):
             "HFT_EXPECTED_SCHEMA_VERSION": str(args.expected_schema_version),
             "HFT_LOG_DIR": svc.log_dir, "HFT_PROMETHEUS": args.prometheus_url,
             "HFT_EXPECTED_VERSION": svc.expected_version,
-        }, stdin=args.database.password.apply(lambda p: p + "\n")).create(
-            args.server.connection, self, depends_on=list(args.after), secret=True)
-        self.report = pulumi.Output.unsecret(report_from_stdout(command.stdout, "HFT_VALIDATION_REPORT"))
+        }).create(args.server.connection, self, depends_on=list(args.after))
+        self.report = report_from_stdout(command.stdout, "HFT_VALIDATION_REPORT")
         self.register_outputs({"report": self.report})

@@ -16,14 +16,28 @@
 #   HFT_EXPECTED_VERSION         e.g. 1.0.0 (a leading "v" is ignored)
 #   HFT_SCRAPE_TIMEOUT           seconds to wait for up{job="hft_system"} == 1 (default 15)
 # payload: lib.sh
-# stdin: the database password (one line); used only through a 600 PGPASSFILE
+# stdin: the database password (one line), or nothing: then it is read from DB_PASSWORD in
+#        $HFT_HOME/.env (systemd EnvironmentFile syntax), the file the service itself uses.
+#        Either way it is used only through a 600 PGPASSFILE. The deploy passes nothing, so
+#        that this step's output (every check) is shown live during `pulumi up`.
 set -uo pipefail
 set -e
 source "$HFT_PAYLOAD/lib.sh"
 
 require_env HFT_HOME HFT_CONFIG HFT_UNIT_NAME HFT_API HFT_DB_NAME HFT_DB_USER \
   HFT_EXPECTED_SCHEMA_VERSION HFT_LOG_DIR HFT_PROMETHEUS HFT_EXPECTED_VERSION
-read_secret password
+password=""
+IFS= read -r password || true
+if [ -z "$password" ]; then
+  [ -r "$HFT_HOME/.env" ] || die "no password on stdin and $HFT_HOME/.env is not readable"
+  password=$(python3 -c '
+import shlex, sys
+for line in open(sys.argv[1]):
+    if line.startswith("DB_PASSWORD="):
+        print(shlex.split(line.split("=", 1)[1])[0])
+' "$HFT_HOME/.env")
+  [ -n "$password" ] || die "DB_PASSWORD not found in $HFT_HOME/.env"
+fi
 db_host=${HFT_DB_HOST:-127.0.0.1}
 db_port=${HFT_DB_PORT:-5432}
 # tools the checks use (quiet: a validation run reports checks, not installs)
