@@ -8,6 +8,7 @@ fails before a single remote command is registered.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -48,6 +49,15 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Network:
+    """Static addressing of runbook 3.1 step 3, rendered to netplan."""
+    interface: str
+    prefix: int
+    gateway: str
+    nameservers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Host:
     name: str
     address: str
@@ -57,6 +67,7 @@ class Host:
     container: bool          # lab hosts share this machine's kernel: kernel-level steps are skipped
     host_key: str | None     # authorized_keys-format line the SSH connection pins
     private_key_file: str | None
+    network: Network | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +280,30 @@ def lab_inventory() -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def _is_ip(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _with_network(host: Host, n: "_Section") -> Host:
+    ip_re = re.compile(r"^[0-9a-fA-F:.]+$")
+    network = Network(
+        interface=n.str("interface", "eth0", pattern=re.compile(r"^[a-z0-9]+$")),
+        prefix=n.int("prefix", 24, 1, 128),
+        gateway=n.str("gateway", _REQUIRED, pattern=ip_re),
+        nameservers=n.strs("nameservers", [], ip_re))
+    for key, value in [("gateway", network.gateway)] + [("nameservers", x) for x in network.nameservers]:
+        if value and not _is_ip(value):
+            n.problem(f"{n.path}.{key}", value, "an IP address")
+    n.done()
+    if host.container:
+        n.problem(n.path, "(set)", "no network section on a container host (its address belongs to the lab)")
+    return dataclasses.replace(host, network=network)
+
+
 def _parse_hosts(raw: Any, inventory: Callable[[], dict[str, Any]] | None, environment: str,
                  problems: list[str]) -> tuple[Host, ...]:
     if not isinstance(raw, dict) or not raw:
@@ -299,6 +334,10 @@ def _parse_hosts(raw: Any, inventory: Callable[[], dict[str, Any]] | None, envir
             host_key=s.str("hostKey", known.get("host_key")),
             private_key_file=s.str("privateKeyFile", known.get("private_key")),
         )
+        if "network" in s.raw:
+            host = _with_network(host, s.section("network"))
+        else:
+            s.seen.add("network")
         for role in host.roles:
             if role not in ROLES:
                 s.problem(f"hosts.{name}.roles", list(host.roles), "roles from " + ", ".join(ROLES))

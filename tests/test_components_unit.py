@@ -69,6 +69,7 @@ def test_lab_graph_skips_kernel_steps_and_pins_host_keys(tmp_path) -> None:
     assert not any("rt-kernel" in name for name in cmds), "no RT kernel command on a container host"
     for name, inputs in cmds.items():
         assert inputs["connection"]["hostKey"] == "ssh-ed25519 AAAA", name
+    assert "HFT_APPLY_NETWORK=0" in cmds["hft-prod-01-identity"]["create"]
     baseline = cmds["hft-prod-01-baseline-baseline"]["create"]
     assert "HFT_APPLY_SYSCTL=0" in baseline and "vm.nr_hugepages=4096" in baseline
     assert "hft_user hard memlock unlimited" in baseline
@@ -79,6 +80,8 @@ def test_prod_graph_applies_kernel_steps_and_keeps_secrets_off_command_lines(tmp
     cmds = commands(mocks)
     assert "hft-prod-01-rt-kernel-install" in cmds and "hft-prod-01-rt-kernel-verify" in cmds
     assert "HFT_APPLY_SYSCTL=1" in cmds["hft-prod-01-baseline-baseline"]["create"]
+    identity = cmds["hft-prod-01-identity"]["create"]
+    assert "HFT_APPLY_NETWORK=1" in identity and "- 10.0.0.10/24" in identity and "via: 10.0.0.1" in identity
     service = cmds["hft-service-service"]
     assert "mock-password" not in service["create"] and "mock-password" in service["stdin"]
     unit = service["create"]

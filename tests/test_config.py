@@ -29,6 +29,8 @@ def test_committed_stacks_parse_with_runbook_values(stack: str) -> None:
     assert cfg.service.unit.restart == "on-failure" and cfg.service.unit.restart_sec == 10
     assert cfg.monitoring.scrape_interval == "1s"
     assert not any(h.container for h in cfg.hosts)
+    (host,) = cfg.hosts
+    assert host.network and host.network.gateway == "10.0.0.1" and host.network.prefix == 24
 
 
 def test_lab_stack_takes_hosts_from_the_inventory() -> None:
@@ -68,3 +70,11 @@ def test_missing_exchange_secret_is_named() -> None:
     with pytest.raises(ConfigError) as err:
         check_exchange_keys({"BINANCE_API_KEY": "x"}, ("BINANCE_API_KEY", "BINANCE_API_SECRET"))
     assert "hft:exchangeKeys.BINANCE_API_SECRET is missing" in str(err.value)
+
+
+def test_network_values_are_checked() -> None:
+    values = stack_values("prod")
+    values["hosts"] = {"hft-prod-01": {"address": "10.0.0.10", "network": {"gateway": "10.0.0.256", "mtu": 9000}}}
+    text = "\n".join(problems_of(values))
+    assert 'hft:hosts.hft-prod-01.network.gateway = "10.0.0.256": expected an IP address' in text
+    assert "hft:hosts.hft-prod-01.network.mtu: unknown key" in text
