@@ -273,8 +273,7 @@ def deep_merge(base: Any, override: Any) -> Any:
 
 def lab_inventory() -> dict[str, Any]:
     """The lab's hosts as `python3 -m lab inventory` describes them (addresses, keys)."""
-    proc = subprocess.run([sys.executable if Path(sys.executable).name.startswith("python3") else "python3",
-                           "-m", "lab", "inventory"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "lab", "inventory"], cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ConfigError([f"hft:inventory = \"lab\": `python3 -m lab inventory` failed: {proc.stderr.strip()}"])
     return json.loads(proc.stdout)
@@ -363,7 +362,7 @@ def parse(values: Mapping[str, Any], inventory: Callable[[], dict[str, Any]] | N
     approval = top.str("approval", "none", choices=APPROVALS)
     use_lab = top.str("inventory", None, choices=("lab",)) == "lab"
     top.seen.add("hosts")
-    hosts = _parse_hosts(merged.get("hosts"), inventory or lab_inventory if use_lab else None,
+    hosts = _parse_hosts(merged.get("hosts"), (inventory or lab_inventory) if use_lab else None,
                          environment or "", problems)
     top.seen.add("exchangeKeys")
 
