@@ -50,6 +50,7 @@ class HostBaseline(pulumi.ComponentResource):
             "HFT_DISABLED_SERVICES": " ".join(b.disabled_services),
             "HFT_PACKAGES": " ".join(b.packages),
             "HFT_GCC_ALTERNATIVES": b.gcc_version or "",
+            "HFT_KERNEL_SKIP_REASON": "container host" if container else "disabled in config",
         }, {"limits.conf": render_limits(b), "sysctl.conf": render_sysctl(b)})
         self.fingerprint = step.fingerprint
         self.command = step.create(

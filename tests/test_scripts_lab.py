@@ -377,7 +377,7 @@ def test_baseline(host: Host) -> None:
     host.ssh("printf '[Unit]\\nDescription=lab dummy\\n[Service]\\nExecStart=/bin/sleep infinity\\n"
              "[Install]\\nWantedBy=multi-user.target\\n' > /etc/systemd/system/hft-dummy.service"
              " && systemctl daemon-reload && systemctl enable --now hft-dummy")
-    env = {"HFT_APPLY_SYSCTL": "0", "HFT_CPU_GOVERNOR": "performance",
+    env = {"HFT_APPLY_SYSCTL": "0", "HFT_KERNEL_SKIP_REASON": "container host", "HFT_CPU_GOVERNOR": "performance",
            "HFT_DISABLED_SERVICES": "bluetooth cups snapd unattended-upgrades hft-dummy",
            "HFT_APT_UPGRADE": "1", "HFT_PACKAGES": "build-essential zlib1g-dev liblz4-dev",
            "HFT_GCC_ALTERNATIVES": "12"}

@@ -5,6 +5,8 @@
 # env:
 #   HFT_APPLY_SYSCTL       1: `sysctl -p /etc/sysctl.d/90-hft.conf` (fails on error); 0: skipped
 #   HFT_CPU_GOVERNOR       e.g. "performance"; empty: skipped
+#   HFT_KERNEL_SKIP_REASON why sysctl apply / governor are skipped when they are
+#                          ("container host" in the lab; default "disabled in config")
 #   HFT_DISABLED_SERVICES  space-separated units to `systemctl disable --now` (absent ones: ok)
 #   HFT_APT_UPGRADE        1: apt-get upgrade -y; 0: skipped
 #   HFT_PACKAGES           space-separated Debian packages to install when missing
@@ -55,13 +57,13 @@ if is_true "${HFT_APPLY_SYSCTL:-0}"; then
     ok "sysctl values in effect"
   fi
 else
-  skipped "sysctl apply (container host)"
+  skipped "sysctl apply (${HFT_KERNEL_SKIP_REASON:-disabled in config})"
 fi
 
 # 3.2 step 4: CPU governor
 gov=${HFT_CPU_GOVERNOR:-}
 if [ -z "$gov" ]; then
-  skipped "cpu governor (not configured)"
+  skipped "cpu governor (${HFT_KERNEL_SKIP_REASON:-disabled in config})"
 else
   install_packages cpufrequtils
   tmp=$(mktemp); printf 'GOVERNOR="%s"\n' "$gov" >"$tmp"
