@@ -30,7 +30,8 @@ def run_stack(stack: str, tmp_path) -> Mocks:
     from components.stack import build
 
     key = tmp_path / "id_ed25519"
-    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nmock\n-----END OPENSSH PRIVATE KEY-----\n")
+    # Mocks never dial: any text stands in for the key file the lab inventory names.
+    key.write_text("mock-ssh-key-file-contents\n")
     inventory = {"hosts": {n: {**h, "private_key": str(key)} for n, h in LAB_INVENTORY["hosts"].items()}}
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="hft-deploy", stack=stack, preview=False)
