@@ -157,12 +157,16 @@ class Engine:
                     except psycopg.Error as exc:
                         raise MigrationFailed(_explain(f.name, f.text, exc, f.transactional),
                                               f.version, done) from None
-                    self.say(_line(done[-1]))
-                    for notice in done[-1].notices:
-                        self.say(f"    notice: {notice}")
+                    self._report(done[-1])
                 return done
             finally:
                 db.release_lock(conn)
+
+    def _report(self, step: StepResult) -> None:
+        """One line per applied or reverted migration, then the notices it raised."""
+        self.say(_line(step))
+        for notice in step.notices:
+            self.say(f"    notice: {notice}")
 
     def _apply(self, conn: psycopg.Connection, f: MigrationFile) -> StepResult:
         self._notices.clear()
@@ -211,9 +215,7 @@ class Engine:
                     except psycopg.Error as exc:
                         raise MigrationFailed(_explain(f.rollback_path.name, text, exc, tx),
                                               f.version, done) from None
-                    self.say(_line(done[-1]))
-                    for notice in done[-1].notices:
-                        self.say(f"    notice: {notice}")
+                    self._report(done[-1])
                 return done
             finally:
                 db.release_lock(conn)
