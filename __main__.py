@@ -1,40 +1,62 @@
 """hft-deploy: the HFT system's deployment runbook as a Pulumi program.
 
-Configuration is parsed and validated first (components/config.py); an invalid stack
-config stops here, at preview, before any resource is registered.
+config -> topology -> fleet / data / release components -> stack outputs. Configuration is
+parsed and validated first (components/config.py); an invalid stack config stops here, at
+preview, before any resource is registered.
 """
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pulumi
-from pulumi.runtime.config import CONFIG
+from pulumi.runtime.config import CONFIG, is_config_secret
 
-from components.config import ConfigError, check_exchange_keys, parse
+from components.config import SECRET_KEYS, ConfigError, check_exchange_keys, parse, secret_problems
 from components.stack import build
 
 
-def hft_values() -> dict:
-    """The stack's ``hft:*`` config values, decoded (objects arrive as JSON text)."""
-    values = {}
+def hft_values() -> tuple[dict, set[str]]:
+    """The stack's plain ``hft:*`` config values, decoded, and the names of the secret ones."""
+    values, secret = {}, set()
     for key, raw in CONFIG.get().items():
-        if not key.startswith("hft:") or key in ("hft:exchangeKeys", "hft:sshPrivateKey"):
+        if not key.startswith("hft:"):
+            continue
+        name = key[4:]
+        if is_config_secret(key):
+            secret.add(name)
+        if name in SECRET_KEYS:
             continue
         try:
-            values[key[4:]] = json.loads(raw)
+            values[name] = json.loads(raw)
         except (TypeError, json.JSONDecodeError):
-            values[key[4:]] = raw
-    return values
+            values[name] = raw
+    return values, secret
+
+
+def lab_inventory() -> dict:
+    """The lab's hosts, addresses and keys, as `python3 -m lab inventory` prints them."""
+    proc = subprocess.run([sys.executable, "-m", "lab", "inventory"], cwd=Path(__file__).parent,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ConfigError([f'hft:inventory = "lab": `python3 -m lab inventory` failed: {proc.stderr.strip()}'])
+    return json.loads(proc.stdout)
 
 
 def main() -> None:
     config = pulumi.Config("hft")
-    raw_keys = CONFIG.get().get("hft:exchangeKeys")
     try:
-        cfg = parse(hft_values())
+        values, secret = hft_values()
+        problems = secret_problems(secret)
+        if problems:
+            raise ConfigError(problems)
+        cfg = parse(values, inventory=lab_inventory() if values.get("inventory") == "lab" else None)
+        raw_keys = CONFIG.get().get("hft:exchangeKeys")
         check_exchange_keys(json.loads(raw_keys) if raw_keys else None, cfg.exchange_secret_names)
-        outputs = build(cfg, config.require_secret_object("exchangeKeys"), config.get_secret("sshPrivateKey"))
+        deployment = build(cfg, config.require_secret_object("exchangeKeys"), config.get_secret("sshPrivateKey"))
     except ConfigError as err:
         raise pulumi.RunError(str(err)) from None
-    for name, value in outputs.items():
+    for name, value in deployment.outputs.items():
         pulumi.export(name, value)
 
 

@@ -11,17 +11,34 @@ from typing import Optional
 import pulumi
 import pulumi_random as random
 
-from components.config import Database as DatabaseConfig
 from components.postgres import PostgresServer
+from components.reader import BOOL, IDENT, ListOf, abs_path, integer, setting
 from components.remote import Step
 from components.server import Server
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """The application's database (runbook 3.4)."""
+    name: str = setting("name", IDENT, "database name", "3.4 step 1")
+    user: str = setting("user", IDENT, "role that owns it; the service connects as this role", "3.4 step 1")
+    extensions: tuple[str, ...] = setting("extensions", ListOf(IDENT, unique=True), "extensions to create",
+                                          "3.4 step 1", lab="none: TimescaleDB is off")
+    extensions_optional: bool = setting("extensionsOptional", BOOL, "skip an extension the server lacks "
+                                        "instead of failing", "3.4 step 1")
+    password_length: int = setting("passwordLength", integer(16, 128), "length of the generated password", "3.4")
+    backup_dir: str = setting("backupDir", abs_path("/var/backup", "/var/lib", "/srv", "/data"),
+                              "where backups are written before migrations", "4.1 step 2, 5.2")
 
 
 @dataclass
 class DatabaseArgs:
     server: Server
+    """The database host."""
     postgres: PostgresServer
-    database: DatabaseConfig
+    """The server the database lives on."""
+    database: DatabaseSettings
+    """Name, role, extensions."""
 
 
 class Database(pulumi.ComponentResource):
@@ -36,7 +53,7 @@ class Database(pulumi.ComponentResource):
         secret = random.RandomPassword(f"{name}-password", length=db.password_length, special=False,
                                        opts=pulumi.ResourceOptions(parent=self))
         self.password = secret.result
-        self.ready = Step(f"{name}-database", "database.sh", {
+        self.ready = Step(f"{name}-role-and-database", "database.sh", {
             "HFT_DB_NAME": db.name, "HFT_DB_USER": db.user,
             "HFT_DB_EXTENSIONS": " ".join(db.extensions),
             "HFT_DB_EXTENSIONS_OPTIONAL": "1" if db.extensions_optional else "0",

@@ -13,7 +13,7 @@ from typing import Optional
 
 import pulumi
 
-from components.config import REPO
+from components.reader import REPO
 from components.database import Database
 from components.remote import Step, payload_dir
 from components.reports import report_from_stdout
@@ -30,7 +30,9 @@ def latest_version(root: Path = MIGRATIONS) -> int:
 @dataclass
 class MigrationsArgs:
     server: Server
+    """The database host."""
     database: Database
+    """The database to migrate."""
 
 
 class Migrations(pulumi.ComponentResource):
@@ -43,7 +45,7 @@ class Migrations(pulumi.ComponentResource):
         db = args.database.config
         files = payload_dir(MIGRATIONS, "migrations", ["*.py", "*.sql", "rollback/*.sql"])
         self.expected_version = latest_version()
-        step = Step(f"{name}-migrations", "migrations.sh", {
+        step = Step(f"{name}-migrate", "migrations.sh", {
             "HFT_DB_HOST": "127.0.0.1", "HFT_DB_PORT": "5432",
             "HFT_DB_NAME": db.name, "HFT_DB_USER": db.user, "HFT_BACKUP_DIR": db.backup_dir,
         }, files, stdin=args.database.password.apply(lambda p: p + "\n"))

@@ -1,25 +1,77 @@
-"""PostgresServer: PostgreSQL from the distribution (TimescaleDB where configured), tuned (runbook 3.3 step 3, 10)."""
+"""PostgresServer: PostgreSQL from the distribution (TimescaleDB where configured), tuned, and
+listening exactly where the application hosts need it (runbook 3.3 step 3, 10).
+
+``listen_addresses`` and the ``pg_hba`` entries of the application come from the topology:
+loopback for a co-located service, the DB host's own address for the others, and one
+scram-sha-256 line per application host, nothing wider. ``postgres.hba`` adds entries (for
+example a replica), each given as fields and rendered here, never as raw lines.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 
-from components.config import Postgres
+from components.reader import (BOOL, CIDR, IDENT, PACKAGE, PG_SETTING_NAME, PG_SETTING_VALUE, ListOf, MapOf,
+                               Section, choice, setting)
 from components.remote import Step, managed_file
 from components.server import Server
 
+# Settings the topology owns: set here they would fight with it.
+TOPOLOGY_SETTINGS = ("listen_addresses", "port", "hba_file", "include", "include_dir", "data_directory")
 
-def render_settings(pg: Postgres) -> str:
-    return managed_file("3.3, 10", [f"{k} = {v}" for k, v in pg.settings.items()])
+
+@dataclass(frozen=True)
+class HbaEntry:
+    """One pg_hba.conf line, as fields (runbook 10 step 3)."""
+    type: str = setting("type", choice("host", "hostssl"), "connection type")
+    database: str = setting("database", IDENT | choice("replication"), "database name, or replication")
+    user: str = setting("user", IDENT, "role name")
+    address: str = setting("address", CIDR, "client address range")
+    method: str = setting("method", choice("scram-sha-256"), "authentication method (passwords only as SCRAM)")
+
+    def line(self) -> str:
+        return f"{self.type} {self.database} {self.user} {self.address} {self.method}"
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """The database server (runbook 3.3 step 3)."""
+    packages: tuple[str, ...] = setting("packages", ListOf(PACKAGE, min_items=1), "server packages", "3.3 step 3")
+    timescaledb: bool = setting("timescaledb", BOOL, "install TimescaleDB from its repository", "3.3 step 3",
+                                lab="false: its repository is not reachable")
+    settings: dict = setting("settings", MapOf(PG_SETTING_NAME, PG_SETTING_VALUE), "postgresql.conf values",
+                             "3.3 step 3")
+    hba: tuple[HbaEntry, ...] = setting("hba", ListOf(Section(HbaEntry)), "extra pg_hba entries", "10 step 3")
+
+    def check(self, path: str) -> list[str]:
+        owned = sorted(set(self.settings) & set(TOPOLOGY_SETTINGS))
+        return [f"hft:{path}.settings.{k} = {self.settings[k]!r}: expected not set here (it follows from the "
+                f"placements: {', '.join(TOPOLOGY_SETTINGS)} are managed by hft-deploy)" for k in owned]
+
+
+def render_settings(pg: PostgresSettings, listen: Sequence[str]) -> str:
+    values = {"listen_addresses": ",".join(listen), **pg.settings}
+    return managed_file("3.3, 10", [f"{k} = '{v}'" for k, v in values.items()])
+
+
+def render_hba(entries: Sequence[HbaEntry]) -> str:
+    return "".join(e.line() + "\n" for e in entries)
 
 
 @dataclass
 class PostgresServerArgs:
     server: Server
-    postgres: Postgres
+    """The database host."""
+    postgres: PostgresSettings
+    """Packages and settings."""
+    listen: Sequence[str]
+    """Addresses to listen on (from the topology)."""
+    hba: Sequence[HbaEntry]
+    """Every pg_hba entry: the application hosts' (from the topology) and the configured ones."""
     after: pulumi.Resource
+    """The host step this waits for."""
 
 
 class PostgresServer(pulumi.ComponentResource):
@@ -28,9 +80,10 @@ class PostgresServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: PostgresServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hft:db:PostgresServer", name, None, opts)
         pg = args.postgres
-        self.ready = Step(f"{name}-postgres", "postgres.sh", {
+        step = Step(f"{name}-postgresql", "postgres.sh", {
             "HFT_PG_PACKAGES": " ".join(pg.packages),
             "HFT_TIMESCALEDB": "1" if pg.timescaledb else "0",
-        }, {"postgresql.conf": render_settings(pg), "pg_hba.block": "".join(f"{x}\n" for x in pg.hba)}).create(
-            args.server.connection, self, depends_on=[args.after])
+        }, {"postgresql.conf": render_settings(pg, args.listen), "pg_hba.block": render_hba(args.hba)})
+        self.step, self.fingerprint = step, step.fingerprint
+        self.ready = step.create(args.server.connection, self, depends_on=[args.after])
         self.register_outputs({"host": args.server.host.name})

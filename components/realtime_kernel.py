@@ -11,17 +11,32 @@ from typing import Optional
 import pulumi
 from pulumi_command import local
 
-from components.baseline import SKIPPED
-from components.config import RealtimeKernel as RealtimeKernelConfig
+from components.reader import BOOL, PACKAGE, ListOf, pattern, setting
 from components.remote import Step
 from components.server import Server
+
+SKIPPED = "skipped: container host"
+
+
+@dataclass(frozen=True)
+class RealtimeKernelSettings:
+    """Runbook 3.2 step 2."""
+    enabled: bool = setting("enabled", BOOL, "install the RT kernel and reboot into it", "3.2 step 2",
+                            lab="skipped on container hosts")
+    packages: tuple[str, ...] = setting("packages", ListOf(PACKAGE, min_items=1), "RT kernel packages",
+                                        "3.2 step 2")
+    uname_pattern: str = setting("unamePattern", pattern(r"-[a-z0-9-]{1,30}", "a uname -r fragment like -rt"),
+                                 "what `uname -r` shows once the RT kernel runs", "3.2 step 2")
 
 
 @dataclass
 class RealtimeKernelArgs:
     server: Server
-    kernel: RealtimeKernelConfig
+    """The host."""
+    kernel: RealtimeKernelSettings
+    """What to install."""
     after: pulumi.Resource
+    """The step the install waits for (the host's packages)."""
 
 
 class RealtimeKernel(pulumi.ComponentResource):

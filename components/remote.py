@@ -13,12 +13,13 @@ import hashlib
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import pulumi
 from pulumi_command import remote
 
-from components.config import Host
+if TYPE_CHECKING:
+    from components.server import Host
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 # sshd runs the command text as one argument of `sh -c`; Linux caps one argument at 128 KiB.
@@ -73,7 +74,7 @@ def payload_dir(root: Path, prefix: str, patterns: Sequence[str]) -> dict[str, s
     return out
 
 
-def connection(host: Host, private_key: Optional[pulumi.Input[str]]) -> remote.ConnectionArgs:
+def connection(host: "Host", private_key: Optional[pulumi.Input[str]]) -> remote.ConnectionArgs:
     """SSH to ``host`` with its pinned host key; dial patiently (a host may be rebooting)."""
     return remote.ConnectionArgs(
         host=host.address, port=host.port, user=host.user, private_key=private_key,
@@ -99,7 +100,8 @@ class Step:
 
     def create(self, conn: remote.ConnectionArgs, parent: pulumi.Resource,
                depends_on: Sequence[pulumi.Resource] = (), secret: bool = False,
-               triggers: Optional[Sequence[pulumi.Input[str]]] = None) -> remote.Command:
+               triggers: Optional[Sequence[pulumi.Input[str]]] = None,
+               delete_before_replace: bool = False) -> remote.Command:
         delete = (script_command(self.delete_script, self.delete_env or self.env)
                   if self.delete_script else None)
         return remote.Command(
@@ -115,5 +117,5 @@ class Step:
             opts=pulumi.ResourceOptions(
                 parent=parent, depends_on=list(depends_on),
                 additional_secret_outputs=["stdout", "stderr"] if secret else None,
-                delete_before_replace=False),
+                delete_before_replace=delete_before_replace),
         )

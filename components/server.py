@@ -4,19 +4,134 @@ Before anything on the host is changed, the preflight reads what it can of runbo
 cores, RAM, disk, library versions) and reports it; where ``preflight.enforce`` is set (prod)
 a host below the requirement stops the update. Then the hostname, a marked block of
 /etc/hosts naming every host of the stack, and, where the host has a ``network`` section,
-its static netplan file (applied with ``netplan apply``).
+its static netplan file.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pulumi
 import yaml
 
-from components.config import Host, Preflight
+from components.reader import (BOOL, HOSTNAME, IP, IDENT, ListOf, Rule, Section, integer, pattern, setting,
+                               text)
 from components.remote import Step, connection
 from components.reports import report_from_stdout
+
+# Host key types OpenSSH (>= 8.8) still offers for a host; a pinned ssh-rsa key fails there with
+# "no common algorithm for host key" because the SSH library offers only ssh-rsa for it.
+HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
+
+
+def _host_key(v: Any) -> bool | str:
+    """An authorized_keys-format public key line whose blob parses and names its own type."""
+    if not isinstance(v, str) or "\n" in v:
+        return False
+    parts = v.split()
+    if len(parts) < 2 or parts[0] not in HOST_KEY_TYPES:
+        return False
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return "a host key whose base64 part decodes (this one does not)"
+    n = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else 0
+    if blob[4:4 + n].decode(errors="replace") != parts[0]:
+        return f"a host key whose blob is a {parts[0]} key (this blob says otherwise: a truncated or pasted-wrong key)"
+    return True
+
+
+HOST_KEY = Rule("the host's public key as one authorized_keys line, type " + " or ".join(HOST_KEY_TYPES)
+                + " (get it with `ssh-keyscan -t ed25519 HOST`)", _host_key)
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Static addressing of runbook 3.1 step 3, rendered to netplan."""
+    interface: str = setting("interface", pattern(r"[a-z][a-z0-9]{0,14}", "a network interface name"),
+                             "interface the host's address is configured on", "3.1 step 3")
+    prefix: int = setting("prefix", integer(1, 128), "prefix length of the host's address", "3.1 step 3")
+    gateway: str = setting("gateway", IP, "default gateway (inside address/prefix)", "3.1 step 3")
+    nameservers: tuple[str, ...] = setting("nameservers", ListOf(IP), "DNS servers", "3.1 step 3")
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """One machine of the stack: how to reach it and what kind of host it is."""
+    address: str = setting("address", IP, "the address the deployer and the other hosts reach it on", "3.1")
+    port: int = setting("port", integer(1, 65535), "SSH port")
+    user: str = setting("user", pattern(r"root", "root (the scripts run as root; a deploy user with sudo "
+                                                "is not supported yet)"), "SSH user")
+    host_key: Optional[str] = setting("hostKey", HOST_KEY, "pinned SSH host key; required outside the lab",
+                                      optional=True, lab="from `python3 -m lab inventory`")
+    private_key_file: Optional[str] = setting(
+        "privateKeyFile", pattern(r"[~/][A-Za-z0-9._/-]*", "a path to a private key file"),
+        "deploy key file; without it the secret hft:sshPrivateKey is used", optional=True,
+        lab="from `python3 -m lab inventory`")
+    container: bool = setting("container", BOOL, "a container sharing another kernel: kernel-level steps "
+                              "(sysctl apply, governor, hugepages, RT kernel, netplan) are skipped and reported so",
+                              lab="true for container lab hosts")
+    network: Optional[NetworkSettings] = setting("network", Section(NetworkSettings),
+                                                 "static network (netplan)", "3.1 step 3", optional=True)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host as the rest of the program sees it: its name and its settings."""
+    name: str
+    address: str
+    port: int
+    user: str
+    container: bool
+    host_key: Optional[str]
+    private_key_file: Optional[str]
+    network: Optional[NetworkSettings] = None
+
+    @classmethod
+    def of(cls, name: str, s: HostSettings) -> "Host":
+        return cls(name, s.address, s.port, s.user, s.container, s.host_key, s.private_key_file, s.network)
+
+
+def host_problems(name: str, s: HostSettings, environment: str) -> list[str]:
+    """Rules across a host's keys (each key alone has passed its own rule)."""
+    where = f"hft:hosts.{name}"
+    out = []
+    if environment != "lab" and not s.host_key:
+        out.append(f"{where}.hostKey is missing: expected {HOST_KEY.allowed} (outside the lab every host's "
+                   "key is pinned; without one any machine answering on the address gets the secrets)")
+    if s.host_key and "PLACEHOLDER" in s.host_key:
+        out.append(f"{where}.hostKey = {s.host_key.split()[1][:24]!r}...: expected the host's real key (this is "
+                   "the committed placeholder; get the key with `ssh-keyscan -t ed25519 HOST` and check it out of band)")
+    if s.container and environment == "prod":
+        out.append(f"{where}.container = true: expected false in prod (kernel-level steps cannot be skipped)")
+    if s.network is not None:
+        if s.container:
+            out.append(f"{where}.network = (set): expected no network section on a container host "
+                       "(its address belongs to the lab)")
+        else:
+            try:
+                subnet = ipaddress.ip_interface(f"{s.address}/{s.network.prefix}").network
+                if ipaddress.ip_address(s.network.gateway) not in subnet:
+                    out.append(f"{where}.network.gateway = \"{s.network.gateway}\": expected an address inside "
+                               f"{subnet} (the host's address/prefix)")
+            except ValueError:
+                out.append(f"{where}.network.prefix = {s.network.prefix}: expected a prefix valid for {s.address}")
+    return out
+
+
+@dataclass(frozen=True)
+class PreflightSettings:
+    """Runbook 2.2's system requirements, checked read-only on each host before it is changed."""
+    min_cores: int = setting("minCores", integer(1, 4096), "CPU cores", "2.2")
+    min_ram_gb: int = setting("minRamGb", integer(1, 65536), "RAM in GB", "2.2")
+    min_disk_gb: int = setting("minDiskGb", integer(1, 10**6), "size of the data disk in GB", "2.2")
+    required_os: str = setting("requiredOs", text(60), "OS the runbook names (a mismatch is reported, "
+                               "never fatal)", "2.2")
+    enforce: bool = setting("enforce", BOOL, "stop the update when a requirement is not met", "2.2",
+                            lab="false: the lab only reports")
 
 
 def render_netplan(host: Host) -> str:
@@ -34,9 +149,13 @@ def render_netplan(host: Host) -> str:
 @dataclass
 class ServerArgs:
     host: Host
+    """The machine: address, SSH user and pinned host key."""
     all_hosts: Sequence[Host]
-    preflight: Preflight
+    """Every host of the stack, for the /etc/hosts block."""
+    preflight: PreflightSettings
+    """Runbook 2.2's requirements."""
     private_key: Optional[pulumi.Input[str]]
+    """The deploy key (secret)."""
 
 
 class Server(pulumi.ComponentResource):
@@ -50,18 +169,19 @@ class Server(pulumi.ComponentResource):
         host, pre = args.host, args.preflight
         self.host = host
         self.connection = connection(host, args.private_key)
-        preflight = Step(f"{name}-preflight", "preflight.sh", {
+        self.preflight_step = Step(f"{name}-preflight", "preflight.sh", {
             "HFT_MIN_CORES": str(pre.min_cores), "HFT_MIN_RAM_GB": str(pre.min_ram_gb),
             "HFT_MIN_DISK_GB": str(pre.min_disk_gb), "HFT_REQUIRED_OS": pre.required_os,
             "HFT_ENFORCE": "1" if pre.enforce else "0",
-        }).create(self.connection, self)
-        hosts_block = "".join(f"{h.address} {h.name}\n" for h in args.all_hosts)
-        files = {"hosts.block": hosts_block}
+        })
+        preflight = self.preflight_step.create(self.connection, self)
+        files = {"hosts.block": "".join(f"{h.address} {h.name}\n" for h in args.all_hosts)}
         if host.network:
             files["netplan.yaml"] = render_netplan(host)
-        self.ready = Step(f"{name}-identity", "server.sh", {
+        self.identity_step = Step(f"{name}-identity", "server.sh", {
             "HFT_HOSTNAME": host.name,
             "HFT_APPLY_NETWORK": "1" if host.network else "0",
-        }, files).create(self.connection, self, depends_on=[preflight])
+        }, files)
+        self.ready = self.identity_step.create(self.connection, self, depends_on=[preflight])
         self.preflight_report = report_from_stdout(preflight.stdout, "HFT_PREFLIGHT_REPORT")
         self.register_outputs({"address": host.address, "preflight": self.preflight_report})

@@ -1,20 +1,28 @@
-"""The component tree of one stack, from its parsed config (DESIGN.md section 3).
+"""The component tree of one stack: config -> topology -> fleet / data / release -> outputs
+(DESIGN.md section 3).
 
-Kept apart from ``__main__.py`` so unit tests can build the same tree under Pulumi mocks.
+Fleet layer, once per host whatever runs on it: Server, HostBaseline, RealtimeKernel,
+NodeExporter. Data layer on the db placement's host: PostgresServer, Database, Migrations.
+Release layer, once per app placement: HftService and its Validation. Monitoring on the
+monitoring placement's host scrapes every app placement and every host. Kept apart from
+``__main__.py`` so unit tests build the same tree under Pulumi mocks.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import pulumi
+import pulumi_random as random
 
 from components.baseline import HostBaseline, HostBaselineArgs
 from components.config import ConfigError, Host, StackConfig
 from components.database import Database, DatabaseArgs
 from components.migrations import Migrations, MigrationsArgs
 from components.monitoring import Monitoring, MonitoringArgs
-from components.postgres import PostgresServer, PostgresServerArgs
+from components.node_exporter import NodeExporter, NodeExporterArgs
+from components.postgres import HbaEntry, PostgresServer, PostgresServerArgs
 from components.realtime_kernel import RealtimeKernel, RealtimeKernelArgs
 from components.server import Server, ServerArgs
 from components.service import HftService, HftServiceArgs
@@ -34,53 +42,105 @@ def private_key_for(host: Host, shared_key: Optional[pulumi.Output[str]]) -> Opt
     return shared_key
 
 
+class Fleet:
+    """The per-host layer: every host gets these once, whatever placements it carries."""
+
+    def __init__(self, cfg: StackConfig, shared_key: Optional[pulumi.Output[str]]):
+        self.servers: dict[str, Server] = {}
+        self.baselines: dict[str, HostBaseline] = {}
+        self.kernels: dict[str, RealtimeKernel] = {}
+        self.exporters: dict[str, NodeExporter] = {}
+        for host in cfg.hosts:
+            n = host.name
+            server = Server(n, ServerArgs(host, cfg.hosts, cfg.preflight, private_key_for(host, shared_key)))
+            child = pulumi.ResourceOptions(parent=server)
+            baseline = HostBaseline(n, HostBaselineArgs(server, cfg.baseline), opts=child)
+            kernel = RealtimeKernel(n, RealtimeKernelArgs(server, cfg.realtime_kernel, baseline.ready), opts=child)
+            exporter = NodeExporter(n, NodeExporterArgs(server, cfg.monitoring.node_exporter_package,
+                                                        cfg.monitoring.node_exporter_port, kernel.ready), opts=child)
+            self.servers[n], self.baselines[n], self.kernels[n], self.exporters[n] = server, baseline, kernel, exporter
+
+    def ready(self, host: str) -> list[pulumi.Resource]:
+        """Everything the host's own layer does, for steps placed on it to wait for."""
+        return [self.kernels[host].ready, self.exporters[host].ready, *self.baselines[host].after_all]
+
+    def fingerprints(self, host: str) -> list[str]:
+        return [*self.baselines[host].fingerprints.values(), self.exporters[host].fingerprint]
+
+
+@dataclass
+class Deployment:
+    """The components of one stack, and its outputs."""
+    fleet: Fleet
+    postgres: PostgresServer
+    database: Database
+    migrations: Migrations
+    services: dict[str, HftService]
+    monitoring: Monitoring
+    validations: dict[str, Validation]
+    outputs: dict[str, Any]
+
+
 def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
-          shared_key: Optional[pulumi.Output[str]] = None) -> dict[str, Any]:
-    """Create every component of the stack; returns the stack outputs."""
-    servers: dict[str, Server] = {}
-    baselines: dict[str, HostBaseline] = {}
-    kernels: dict[str, RealtimeKernel] = {}
-    for host in cfg.hosts:
-        server = Server(host.name, ServerArgs(host, cfg.hosts, cfg.preflight, private_key_for(host, shared_key)))
-        baseline = HostBaseline(f"{host.name}-baseline", HostBaselineArgs(server, cfg.baseline),
-                                opts=pulumi.ResourceOptions(parent=server))
-        kernel = RealtimeKernel(f"{host.name}-rt-kernel", RealtimeKernelArgs(server, cfg.realtime_kernel,
-                                                                            baseline.command),
-                                opts=pulumi.ResourceOptions(parent=server))
-        servers[host.name], baselines[host.name], kernels[host.name] = server, baseline, kernel
+          shared_key: Optional[pulumi.Output[str]] = None) -> Deployment:
+    """Create every component of the stack."""
+    topo = cfg.topology
+    fleet = Fleet(cfg, shared_key)
+    db_server = fleet.servers[topo.db.name]
 
-    db_host = cfg.host_with_role("db")
-    app_host = cfg.host_with_role("app")
-    mon_host = cfg.host_with_role("monitoring")
-    db_address = "127.0.0.1" if db_host.name == app_host.name else db_host.address
+    hba = [HbaEntry("host", cfg.database.name, cfg.database.user, cidr, "scram-sha-256")
+           for cidr in topo.db_clients()] + list(cfg.postgres.hba)
+    pg = PostgresServer(topo.db.name, PostgresServerArgs(db_server, cfg.postgres, topo.db_listen(), hba,
+                                                         fleet.kernels[topo.db.name].ready))
+    database = Database(cfg.database.name, DatabaseArgs(db_server, pg, cfg.database))
+    migrations = Migrations(cfg.database.name, MigrationsArgs(db_server, database))
+    api_token = random.RandomPassword("api-token", length=40, special=False).result
 
-    pg = PostgresServer("postgres", PostgresServerArgs(servers[db_host.name], cfg.postgres,
-                                                      kernels[db_host.name].ready))
-    database = Database("hft-db", DatabaseArgs(servers[db_host.name], pg, cfg.database))
-    migrations = Migrations("hft-migrations", MigrationsArgs(servers[db_host.name], database))
-    service = HftService("hft-service", HftServiceArgs(
-        servers[app_host.name], cfg.service, database, db_address, exchange_keys,
-        after=migrations.ready), opts=pulumi.ResourceOptions(depends_on=[kernels[app_host.name].ready]))
-    app_target = (f"localhost:{cfg.service.api_port}" if mon_host.name == app_host.name
-                  else f"{app_host.address}:{cfg.service.api_port}")
-    # After the service: Prometheus scrapes it, and steps on one host never run apt at once.
-    monitoring = Monitoring("monitoring", MonitoringArgs(servers[mon_host.name], cfg.monitoring, app_target,
-                                                         after=service.ready))
-    prometheus = ("http://127.0.0.1:9090" if mon_host.name == app_host.name else f"http://{mon_host.address}:9090")
-    validation = Validation("validation", ValidationArgs(
-        servers[app_host.name], cfg.service, database, db_address, migrations.expected_version, prometheus,
-        after=[service.ready, monitoring.ready, migrations.ready],
-        fingerprint_of=[service.fingerprint, migrations.fingerprint, monitoring.fingerprint]
-        + [b.fingerprint for b in baselines.values()]))
+    services: dict[str, HftService] = {}
+    for app in topo.apps:
+        name = app.name.replace(":", "-")
+        services[app.color] = HftService(name, HftServiceArgs(
+            fleet.servers[app.host.name], app, cfg.service, database, topo.address(app.host, topo.db),
+            exchange_keys, api_token, after=[migrations.ready, *fleet.ready(app.host.name)]))
 
-    return {
+    # After every service: Prometheus scrapes them, and apt runs one step at a time per host.
+    monitoring = Monitoring(topo.monitoring.name, MonitoringArgs(
+        fleet.servers[topo.monitoring.name], cfg.monitoring,
+        [(a.color, topo.scrape_target(a)) for a in topo.apps],
+        topo.node_targets(cfg.monitoring.node_exporter_port),
+        after=[s.ready for s in services.values()] + fleet.ready(topo.monitoring.name)))
+
+    validations = {}
+    for app in topo.apps:
+        name = app.name.replace(":", "-")
+        service = services[app.color]
+        validations[app.color] = Validation(name, ValidationArgs(
+            fleet.servers[app.host.name], app, cfg.service, database, topo.address(app.host, topo.db),
+            migrations.expected_version, topo.prometheus_url(app.host, cfg.monitoring.prometheus_port),
+            after=[service.ready, monitoring.ready, migrations.ready],
+            fingerprint_of=[service.fingerprint, migrations.fingerprint, monitoring.fingerprint, pg.fingerprint,
+                            *fleet.fingerprints(app.host.name)]))
+
+    outputs = {
         "environment": cfg.environment,
-        "hosts": {h.name: {"address": h.address, "roles": list(h.roles)} for h in cfg.hosts},
-        "version": service.version,
-        "db_endpoint": f"{db_host.address}:5432/{cfg.database.name}",
-        "kernel_steps": {name: pulumi.Output.all(baselines[name].kernel_steps, kernels[name].status).apply(
-            lambda parts: {**parts[0], "realtime_kernel": parts[1]}) for name in servers},
-        "preflight": {name: s.preflight_report for name, s in servers.items()},
+        "hosts": {h.name: {"address": h.address,
+                           "placements": [p for p, n in placements_of(cfg).items() if n == h.name]}
+                  for h in cfg.hosts},
+        "live": cfg.release.live,
+        "colors": {a.color: {"host": a.host.name, "version": services[a.color].version, "role": a.role,
+                             "trading_enabled": a.trading_enabled} for a in topo.apps},
+        "db_endpoint": f"{topo.db.address}:5432/{cfg.database.name}",
+        "kernel_steps": {n: pulumi.Output.all(fleet.baselines[n].kernel_steps, fleet.kernels[n].status).apply(
+            lambda parts: {**parts[0], "realtime_kernel": parts[1]}) for n in fleet.servers},
+        "preflight": {n: s.preflight_report for n, s in fleet.servers.items()},
         "migrations": migrations.report,
-        "validation": validation.report,
+        "validation": {c: v.report for c, v in validations.items()},
     }
+    return Deployment(fleet, pg, database, migrations, services, monitoring, validations, outputs)
+
+
+def placements_of(cfg: StackConfig) -> dict[str, str]:
+    topo = cfg.topology
+    out = {a.name: a.host.name for a in topo.apps}
+    out["db"], out["monitoring"] = topo.db.name, topo.monitoring.name
+    return out

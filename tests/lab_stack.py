@@ -10,8 +10,12 @@ from tests.pulumi_cli import REPO, Pulumi
 
 PROJECT_PARTS = ["Pulumi.yaml", "Pulumi.lab.yaml", "Pulumi.staging.yaml", "Pulumi.prod.yaml", "__main__.py", "components", "config", "migrations",
                  "monitoring", "lab"]
-# Not the host `make lab` uses, so the tests never undo an operator's lab deployment.
-LAB_HOST = "hft-staging-01"
+# Not the hosts `make lab` uses, so the tests never undo an operator's lab deployment:
+# the lab stack's blue host (with the database and monitoring) and its green host.
+BLUE_HOST, GREEN_HOST = "hft-staging-01", "hft-dev-01"
+LAB_HOSTS = {"hft-prod-01": BLUE_HOST, "hft-prod-02": GREEN_HOST}
+# Where the move scenario takes app:green.
+SPARE_HOST = "hft-eu-west-01"
 
 
 def lab(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -22,17 +26,17 @@ def lab(*args: str, check: bool = True, timeout: float = 900) -> subprocess.Comp
     return proc
 
 
-def on_host(command: str, check: bool = True) -> str:
-    return lab("ssh", LAB_HOST, command, check=check).stdout
+def on_host(command: str, check: bool = True, host: str = BLUE_HOST) -> str:
+    return lab("ssh", host, command, check=check).stdout
 
 
-def ssh_logins() -> int:
-    """How many SSH sessions sshd has accepted on the lab host (each remote command is one).
+def ssh_logins(host: str) -> int:
+    """How many SSH sessions sshd has accepted on a lab host (each remote command is one).
 
     The count includes the session that asks, so between two calls with nothing else
     happening it grows by exactly one.
     """
-    out = on_host("journalctl -u ssh -u sshd --no-pager -o cat | grep -c 'Accepted publickey' || true")
+    out = on_host("journalctl -u ssh -u sshd --no-pager -o cat | grep -c 'Accepted publickey' || true", host=host)
     return int(out.strip().splitlines()[-1])
 
 
@@ -46,7 +50,10 @@ def project_copy(dest: Path) -> Path:
             shutil.copy2(src, dest / part)
     (dest / "venv").symlink_to(REPO / "venv")
     stack_file = dest / "Pulumi.lab.yaml"
-    stack_file.write_text(stack_file.read_text().replace("hft-prod-01:", f"{LAB_HOST}:"))
+    text = stack_file.read_text()
+    for name, test_host in LAB_HOSTS.items():
+        text = text.replace(name, test_host)
+    stack_file.write_text(text)
     return dest
 
 
@@ -56,7 +63,15 @@ def lab_cli(project: Path, state: Path) -> Pulumi:
 
 
 def preview_ops(cli: Pulumi, *extra: str) -> dict[str, str]:
-    """Resource name -> operation that `pulumi preview` plans (same, create, update, replace...)."""
+    """Resource -> operation that `pulumi preview` plans (same, create, update, replace...).
+
+    Resources are named ``type-name`` for components (``hft:host:Server::hft-prod-01``) and by
+    their own name for commands (which are already named ``<owner>-<concern>``).
+    """
     out = cli.run("preview", "--json", *extra).stdout
-    steps = json.loads(out).get("steps", [])
-    return {s["urn"].rsplit("::", 1)[-1]: s["op"] for s in steps}
+    ops: dict[str, str] = {}
+    for s in json.loads(out).get("steps", []):
+        typ, name = s["urn"].split("::")[-2:]
+        last = typ.split("$")[-1]
+        ops[name if last == "command:remote:Command" else f"{last}::{name}"] = s["op"]
+    return ops

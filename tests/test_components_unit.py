@@ -1,4 +1,5 @@
-"""The resource graph under Pulumi mocks: what each stack would register, without any host."""
+"""The resource graph under Pulumi mocks: what each stack registers, from the components' own
+recorded inputs (their steps' env and files), without any host."""
 from __future__ import annotations
 
 import pulumi
@@ -15,9 +16,10 @@ class Mocks(pulumi.runtime.Mocks):
         self.resources.append(args)
         outputs = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
-            outputs["result"] = "mock-password-0123456789abcdef"
+            outputs["result"] = f"mock-{args.name}-0123456789abcdef"
         if args.typ == "command:remote:Command":
-            outputs["stdout"] = 'HFT_VALIDATION_REPORT={"status": "SUCCESS", "passed": [], "failed": []}'
+            outputs["stdout"] = ('HFT_SYSCTL_REPORT={"status": "skipped: container host", "hugepages": "skipped"}\n'
+                                 'HFT_VALIDATION_REPORT={"status": "SUCCESS", "passed": [], "failed": []}')
             outputs["stderr"] = ""
         return f"{args.name}-id", outputs
 
@@ -25,7 +27,7 @@ class Mocks(pulumi.runtime.Mocks):
         return {}
 
 
-def run_stack(stack: str, tmp_path) -> Mocks:
+def run_stack(stack: str, tmp_path, values: dict | None = None):
     from components.config import parse
     from components.stack import build
 
@@ -35,17 +37,20 @@ def run_stack(stack: str, tmp_path) -> Mocks:
     inventory = {"hosts": {n: {**h, "private_key": str(key)} for n, h in LAB_INVENTORY["hosts"].items()}}
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="hft-deploy", stack=stack, preview=False)
-    cfg = parse(stack_values(stack), inventory=lambda: inventory)
+    cfg = parse(values or stack_values(stack), inventory=inventory if stack == "lab" else None)
     keys = {n: "k" for n in cfg.exchange_secret_names}
-    outputs = build(cfg, pulumi.Output.secret(keys), pulumi.Output.secret("mock-key"))
+    deployment = build(cfg, pulumi.Output.secret(keys), pulumi.Output.secret("mock-key"))
+
+    seen = {}
 
     @pulumi.runtime.test
     def resolved():
-        return pulumi.Output.all(outputs["kernel_steps"], outputs["validation"]).apply(lambda x: x)
+        return pulumi.Output.all(deployment.outputs["kernel_steps"], deployment.outputs["validation"]).apply(
+            lambda x: seen.update(kernel_steps=x[0], validation=x[1]))
 
-    result = resolved()
-    mocks.kernel_steps, mocks.validation = (result if result else (None, None))
-    return mocks
+    resolved()
+    mocks.kernel_steps, mocks.validation = seen.get("kernel_steps"), seen.get("validation")
+    return mocks, deployment
 
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -64,32 +69,103 @@ def commands(mocks: Mocks) -> dict[str, dict]:
     return {r.name: plain(r.inputs) for r in mocks.resources if r.typ == "command:remote:Command"}
 
 
-def test_lab_graph_skips_kernel_steps_and_pins_host_keys(tmp_path) -> None:
-    mocks = run_stack("lab", tmp_path)
+def test_lab_is_the_prod_shape_on_two_container_hosts(tmp_path) -> None:
+    _, d = run_stack("lab", tmp_path)
+    assert set(d.fleet.servers) == {"hft-prod-01", "hft-prod-02"}
+    blue, green = d.services["blue"].step, d.services["green"].step
+    assert '"role": "primary"' in blue.files["production.json"] and '"trading_enabled": true' in blue.files["production.json"]
+    assert '"role": "standby"' in green.files["production.json"] and '"trading_enabled": false' in green.files["production.json"]
+    assert '"host": "198.18.0.13"' in green.files["production.json"]      # green reaches the db over the lab net
+    assert '"host": "127.0.0.1"' in blue.files["production.json"]         # blue is co-located with it
+
+
+def test_one_service_and_validation_per_app_placement(tmp_path) -> None:
+    mocks, d = run_stack("prod", tmp_path)
+    assert set(d.services) == set(d.validations) == {"blue", "green"}
+    assert d.validations["green"].step.env["HFT_PROMETHEUS"] == "http://10.0.0.10:9090"
+    assert d.validations["blue"].step.env["HFT_API"] == "http://127.0.0.1:8080"
+    assert d.validations["green"].step.env["HFT_API"] == "http://10.0.0.11:8080"
+
+
+def test_postgres_listens_and_admits_exactly_the_app_hosts(tmp_path) -> None:
+    _, d = run_stack("prod", tmp_path)
+    files = d.postgres.step.files
+    assert "listen_addresses = 'localhost,10.0.0.10'" in files["postgresql.conf"]
+    assert files["pg_hba.block"] == ("host hft_db hft_user 127.0.0.1/32 scram-sha-256\n"
+                                     "host hft_db hft_user 10.0.0.11/32 scram-sha-256\n")
+
+
+def test_prometheus_scrapes_every_app_placement_and_every_host(tmp_path) -> None:
+    import yaml
+    _, d = run_stack("prod", tmp_path)
+    doc = yaml.safe_load(d.monitoring.step.files["prometheus.yml"])
+    jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
+    apps = {c["labels"]["color"]: c["targets"] for c in jobs["hft_system"]["static_configs"]}
+    assert apps == {"blue": ["127.0.0.1:8080"], "green": ["10.0.0.11:8080"]}
+    assert jobs["node_exporter"]["static_configs"][0]["targets"] == ["127.0.0.1:9100", "10.0.0.11:9100"]
+    assert set(d.fleet.exporters) == {"hft-prod-01", "hft-prod-02"}
+
+
+def test_baseline_is_one_step_per_runbook_concern(tmp_path) -> None:
+    _, d = run_stack("prod", tmp_path)
+    steps = d.fleet.baselines["hft-prod-01"].steps
+    assert set(steps) == {f"hft-prod-01-{c}" for c in ("apt-upgrade", "limits", "sysctl", "cpu-governor",
+                                                       "services", "packages")}
+    assert steps["hft-prod-01-sysctl"].env == {"HFT_APPLY_SYSCTL": "1", "HFT_KERNEL_SKIP_REASON": "disabled in config"}
+    assert "vm.nr_hugepages=4096" in steps["hft-prod-01-sysctl"].files["sysctl.conf"]
+    assert "hft_user hard memlock unlimited" in steps["hft-prod-01-limits"].files["limits.conf"]
+    assert steps["hft-prod-01-apt-upgrade"].env == {"HFT_APT_UPGRADE": "1", "HFT_APT_UPGRADE_REQUESTED": "initial"}
+
+
+def test_a_sysctl_edit_changes_only_the_sysctl_step(tmp_path) -> None:
+    _, before = run_stack("prod", tmp_path)
+    values = stack_values("prod")
+    values["baseline"] = {"sysctl": {"vm.swappiness": "10"}}
+    _, after = run_stack("prod", tmp_path, values)
+    fp_before, fp_after = (d.fleet.baselines["hft-prod-01"].fingerprints for d in (before, after))
+    assert {k for k in fp_before if fp_before[k] != fp_after[k]} == {"hft-prod-01-sysctl"}
+
+
+def test_lab_container_hosts_skip_kernel_steps_and_pin_host_keys(tmp_path) -> None:
+    mocks, d = run_stack("lab", tmp_path)
     cmds = commands(mocks)
     assert not any("rt-kernel" in name for name in cmds), "no RT kernel command on a container host"
     for name, inputs in cmds.items():
-        assert inputs["connection"]["hostKey"] == "ssh-ed25519 AAAA", name
-    assert "HFT_APPLY_NETWORK=0" in cmds["hft-prod-01-identity"]["create"]
-    baseline = cmds["hft-prod-01-baseline-baseline"]["create"]
-    assert "HFT_APPLY_SYSCTL=0" in baseline and "vm.nr_hugepages=4096" in baseline
-    assert "hft_user hard memlock unlimited" in baseline
+        assert inputs["connection"]["hostKey"] == LAB_INVENTORY["hosts"]["hft-prod-01"]["host_key"], name
+    assert d.fleet.servers["hft-prod-01"].identity_step.env["HFT_APPLY_NETWORK"] == "0"
+    assert d.fleet.baselines["hft-prod-01"].steps["hft-prod-01-sysctl"].env["HFT_APPLY_SYSCTL"] == "0"
+    assert mocks.kernel_steps["hft-prod-01"]["realtime_kernel"] == "skipped: container host"
+    assert mocks.kernel_steps["hft-prod-01"]["sysctl_apply"] == "skipped: container host"   # what the host said
 
 
-def test_prod_graph_applies_kernel_steps_and_keeps_secrets_off_command_lines(tmp_path) -> None:
-    mocks = run_stack("prod", tmp_path)
+def test_prod_applies_kernel_steps_and_the_network(tmp_path) -> None:
+    mocks, d = run_stack("prod", tmp_path)
     cmds = commands(mocks)
-    assert "hft-prod-01-rt-kernel-install" in cmds and "hft-prod-01-rt-kernel-verify" in cmds
-    assert "HFT_APPLY_SYSCTL=1" in cmds["hft-prod-01-baseline-baseline"]["create"]
-    identity = cmds["hft-prod-01-identity"]["create"]
-    assert "HFT_APPLY_NETWORK=1" in identity and "- 10.0.0.10/24" in identity and "via: 10.0.0.1" in identity
-    service = cmds["hft-service-service"]
-    assert "mock-password" not in service["create"] and "mock-password" in service["stdin"]
-    unit = service["create"]
+    assert "hft-prod-01-install" in cmds and "hft-prod-01-verify" in cmds
+    identity = d.fleet.servers["hft-prod-01"].identity_step
+    assert identity.env["HFT_APPLY_NETWORK"] == "1" and "- 10.0.0.10/24" in identity.files["netplan.yaml"]
+
+
+def test_secrets_stay_off_command_text_and_reach_the_host_on_stdin_only(tmp_path) -> None:
+    mocks, d = run_stack("prod", tmp_path)
+    cmds = commands(mocks)
+    release = cmds["app-blue-release"]
+    assert "mock-hft_db-password" in release["stdin"] and "mock-api-token" in release["stdin"]
+    for name, inputs in cmds.items():
+        for secret in ("mock-hft_db-password", "mock-api-token", "mock-key"):
+            assert secret not in inputs["create"], (name, secret)
+
+
+def test_the_unit_carries_every_runbook_field(tmp_path) -> None:
+    _, d = run_stack("prod", tmp_path)
+    unit = d.services["blue"].step.files["hft_system.service"].splitlines()
     for line in ("Restart=on-failure", "RestartSec=10", "LimitMEMLOCK=infinity", "NoNewPrivileges=true",
                  "PrivateTmp=true", "EnvironmentFile=/opt/hft_system/.env", "Wants=postgresql.service",
                  "ExecStart=/opt/hft_system/bin/hft_system --config=/opt/hft_system/config/production.json"):
         assert line in unit, line
-    for name, inputs in cmds.items():
-        assert "mock-password" not in inputs["create"], name
-        assert "mock-key" not in inputs["create"], name
+
+
+def test_moving_a_placement_replaces_its_release_step_deleting_first(tmp_path) -> None:
+    mocks, _ = run_stack("prod", tmp_path)
+    (green,) = [r for r in mocks.resources if r.name == "app-green-release"]
+    assert plain(green.inputs)["triggers"] == ["hft-prod-02"]

@@ -14,7 +14,8 @@
 #   HFT_LOG_DIR                  /var/log/hft_system
 #   HFT_PROMETHEUS               http://127.0.0.1:9090
 #   HFT_EXPECTED_VERSION         e.g. 1.0.0 (a leading "v" is ignored)
-#   HFT_SCRAPE_TIMEOUT           seconds to wait for up{job="hft_system"} == 1 (default 15)
+#   HFT_COLOR                    the placement's color: its scrape target is up{job="hft_system",color=...}
+#   HFT_SCRAPE_TIMEOUT           seconds to wait for that target to be up (default 15)
 # payload: lib.sh
 # stdin: the database password (one line), or nothing: then it is read from DB_PASSWORD in
 #        $HFT_HOME/.env (systemd EnvironmentFile syntax), the file the service itself uses.
@@ -115,7 +116,7 @@ if out=$(curl -fsS --max-time 5 "$HFT_PROMETHEUS/-/healthy" 2>&1); then
   pass "Monitoring configured" "Prometheus healthy"
   deadline=$((SECONDS + ${HFT_SCRAPE_TIMEOUT:-15}))
   while :; do
-    up=$(curl -fsS --max-time 5 -G "$HFT_PROMETHEUS/api/v1/query" --data-urlencode 'query=up{job="hft_system"}' 2>/dev/null \
+    up=$(curl -fsS --max-time 5 -G "$HFT_PROMETHEUS/api/v1/query" --data-urlencode "query=up{job=\"hft_system\",color=\"${HFT_COLOR:-blue}\"}" 2>/dev/null \
          | jq -r '[.data.result[]?.value[1]] | if length == 0 then "no target" else join(",") end' 2>/dev/null)
     [ "$up" = 1 ] && break
     [ "$SECONDS" -ge "$deadline" ] && break
