@@ -11,7 +11,7 @@ help:
 	@echo "make lab    set everything up and deploy the lab stack on local lab hosts"
 	@echo "make test   set up what the tests need and run the whole suite"
 	@echo "make tools  find or build the pinned Pulumi toolchain (cached outside the tree)"
-	@echo "make env    print exports: eval \"\$$(make -s env)\""
+	@echo "make env    print exports: eval \"\$$(make -s env)\"; shared state: make -s env BACKEND=s3://..."
 
 deps:
 	@tools/install-apt-deps.sh
@@ -28,7 +28,7 @@ tools:
 	@tools/build-toolchain.sh
 
 env:
-	@tools/env.sh
+	@BACKEND="$(BACKEND)" tools/env.sh
 
 lab: deps venv tools
 	@tools/run-lab.sh

@@ -5,6 +5,7 @@ parsed and validated first (components/config.py); an invalid stack config stops
 preview, before any resource is registered.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.config import CONFIG, is_config_secret
 
-from components.config import SECRET_KEYS, ConfigError, check_exchange_keys, parse, secret_problems
+from components.config import (SECRET_KEYS, ConfigError, check_exchange_keys, default_state_url, parse,
+                               secret_problems, state_problems)
 from components.stack import build
 
 
@@ -34,6 +36,17 @@ def hft_values() -> tuple[dict, set[str]]:
     return values, secret
 
 
+def backend_url() -> str | None:
+    """The state backend this update runs against: PULUMI_BACKEND_URL, else the `pulumi login` one."""
+    if os.environ.get("PULUMI_BACKEND_URL"):
+        return os.environ["PULUMI_BACKEND_URL"]
+    home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    try:
+        return json.loads((home / "credentials.json").read_text()).get("current")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def lab_inventory() -> dict:
     """The lab's hosts, addresses and keys, as `python3 -m lab inventory` prints them."""
     proc = subprocess.run([sys.executable, "-m", "lab", "inventory"], cwd=Path(__file__).parent,
@@ -51,6 +64,11 @@ def main() -> None:
         if problems:
             raise ConfigError(problems)
         cfg = parse(values, inventory=lab_inventory() if values.get("inventory") == "lab" else None)
+        problems = state_problems(cfg.environment, backend_url(),
+                                  os.environ.get("HFT_LOCAL_STATE_URL") or default_state_url(),
+                                  os.environ.get("HFT_ALLOW_LOCAL_STATE") == "1")
+        if problems:
+            raise ConfigError(problems)
         raw_keys = CONFIG.get().get("hft:exchangeKeys")
         check_exchange_keys(json.loads(raw_keys) if raw_keys else None, cfg.exchange_secret_names)
         deployment = build(cfg, config.require_secret_object("exchangeKeys"), config.get_secret("sshPrivateKey"))

@@ -196,3 +196,25 @@ def secret_problems(secret_keys: set[str]) -> list[str]:
     return [f"hft:{k} is a secret: expected plain config here (secrets are accepted only in "
             f"{', '.join('hft:' + s for s in SECRET_KEYS)}; a secret value elsewhere would reach command text "
             "and state in plaintext)" for k in sorted(secret_keys) if k not in SECRET_KEYS]
+
+
+def default_state_url() -> str:
+    """The per-user file backend `make env` uses when no BACKEND is given."""
+    return f"file://{Path.home() / '.cache' / 'hft-deploy' / 'state'}"
+
+
+def state_problems(environment: str, backend_url: Optional[str], local_url: str, allowed: bool) -> list[str]:
+    """Staging and prod state belongs in a backend the operators share, with its lock.
+
+    On the per-user cache directory two operators would each hold a state of their own (no
+    shared lock, two truths about the same hosts) and a lost laptop would lose it; refused
+    unless the operator says so (HFT_ALLOW_LOCAL_STATE=1).
+    """
+    if environment not in ("staging", "prod") or allowed or not backend_url:
+        return []
+    if backend_url.rstrip("/") != local_url.rstrip("/"):
+        return []
+    return [f"state backend = \"{backend_url}\": expected a backend the operators share for {environment} "
+            "(e.g. `eval \"$(make -s env BACKEND=s3://bucket/hft-deploy)\"`, or `pulumi login` to Pulumi Cloud); "
+            "this per-user cache directory has no lock shared with other operators and is lost with this "
+            "machine. Set HFT_ALLOW_LOCAL_STATE=1 to use it anyway"]

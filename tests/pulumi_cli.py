@@ -44,12 +44,14 @@ class Pulumi:
         return env
 
     def run(
-        self, *args: str, check: bool = True, select_stack: bool = True, timeout: float = 900
+        self, *args: str, check: bool = True, select_stack: bool = True, timeout: float = 900,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         cmd = ["pulumi", *args, "--non-interactive", "--cwd", str(self.project_dir)]
         if select_stack:
             cmd += ["--stack", self.stack]
-        proc = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, env={**self.env(), **(extra_env or {})}, capture_output=True, text=True,
+                              timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"`{' '.join(cmd)}` exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc

@@ -212,3 +212,13 @@ def test_the_committed_placeholders_are_refused_until_replaced(stack: str) -> No
     found = "\n".join(problems_of({k[4:]: v for k, v in doc.items()}))
     assert "expected the host's real key (this is the committed placeholder" in found
     assert 'hft:service.repository = "https://github.com/company/hft_system.git": expected your hft_system repository' in found
+
+
+def test_staging_and_prod_state_is_refused_on_the_per_user_cache_directory() -> None:
+    from components.config import state_problems
+    local = "file:///home/op/.cache/hft-deploy/state"
+    (problem,) = state_problems("prod", local, local, allowed=False)
+    assert "expected a backend the operators share for prod" in problem and "HFT_ALLOW_LOCAL_STATE=1" in problem
+    assert state_problems("prod", local, local, allowed=True) == []
+    assert state_problems("prod", "s3://bucket/hft-deploy", local, allowed=False) == []
+    assert state_problems("lab", local, local, allowed=False) == []

@@ -75,3 +75,12 @@ def test_the_committed_prod_stack_is_refused_until_its_host_keys_are_pinned(tmp_
     proc = cli.run("preview", check=False)
     assert proc.returncode != 0
     assert "hft:hosts.hft-prod-02.hostKey" in proc.stdout + proc.stderr
+
+
+def test_prod_on_the_per_user_state_directory_is_refused_unless_the_operator_says_so(tmp_path: Path) -> None:
+    cli = stack(tmp_path, "prod")
+    env = {"HFT_LOCAL_STATE_URL": f"file://{cli.state_dir}"}   # this scratch state stands in for the default
+    proc = cli.run("preview", check=False, extra_env=env)
+    assert proc.returncode != 0
+    assert "expected a backend the operators share for prod" in proc.stdout + proc.stderr
+    cli.run("preview", extra_env={**env, "HFT_ALLOW_LOCAL_STATE": "1"})
