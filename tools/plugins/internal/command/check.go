@@ -38,10 +38,18 @@ func (p *Provider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulum
 		case !has || cv.IsNull():
 			fail("connection", "connection is required")
 		case !cv.ContainsUnknowns():
-			news["connection"] = connDefaults(cv)
-			if _, err := parseConn(news["connection"]); err != nil {
+			news["connection"] = connSecrets(connDefaults(cv))
+			if c, err := parseConn(news["connection"]); err != nil {
 				fail("connection", "%v", err)
+			} else if c.HostKey != nil {
+				// Upstream fails the same key at Create (ssh.ParseAuthorizedKey:
+				// "" is "ssh: no key found"); failing here stops it at preview.
+				if _, err := parseHostKey(*c.HostKey); err != nil {
+					fail("connection", "%v", err)
+				}
 			}
+		default:
+			news["connection"] = connSecrets(cv)
 		}
 	} else {
 		for _, k := range []string{"assetPaths", "archivePaths"} {
