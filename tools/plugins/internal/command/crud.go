@@ -100,7 +100,9 @@ func (p *Provider) run(ctx context.Context, urn string, in resource.PropertyMap,
 	if cmd == "" {
 		return result{}, nil
 	}
-	j := &job{cmd: cmd, env: props.StrMap(in, "environment"), prevEnv: prev,
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	j := &job{stop: stop, cmd: cmd, env: props.StrMap(in, "environment"), prevEnv: prev,
 		logging: LogStdoutAndStderr, urn: resource.URN(urn), log: p.log,
 		quiet: sensitive(in, cmdKey)}
 	if l, ok := props.Str(in, "logging"); ok {

@@ -98,17 +98,20 @@ func TestRemotePasswordAuthAndSecretStdin(t *testing.T) {
 	}
 }
 
-func TestRemoteExitCodePropagates(t *testing.T) {
+// TestRemoteExitError: upstream's error is the SSH exit error, the whole
+// command Go-quoted and all of stdout+stderr, whatever `logging` says.
+func TestRemoteExitError(t *testing.T) {
 	s := startServer(t)
-	in := resource.PropertyMap{"connection": s.conn(nil), "create": resource.NewStringProperty("echo boom >&2; exit 3")}
-	_, err := create(t, remoteURN, in)
-	if err == nil || !strings.Contains(err.Error(), "code 3") || !strings.Contains(err.Error(), "boom") {
-		t.Fatalf("want exit code 3 with stderr, got %v", err)
-	}
-	in["logging"] = resource.NewStringProperty(LogNone)
-	_, err = create(t, remoteURN, in)
-	if err == nil || !strings.Contains(err.Error(), "code 3") || strings.Contains(err.Error(), "boom") {
-		t.Fatalf("logging none: want exit code without stderr, got %v", err)
+	cmd := "echo out; echo boom >&2; exit 3"
+	in := resource.PropertyMap{"connection": s.conn(nil), "create": resource.NewStringProperty(cmd)}
+	for _, l := range []string{LogStdoutAndStderr, LogNone} {
+		in["logging"] = resource.NewStringProperty(l)
+		_, err := create(t, remoteURN, in)
+		prefix := "Process exited with status 3: running \"echo out; echo boom >&2; exit 3\":\n"
+		if err == nil || !strings.HasPrefix(err.Error(), prefix) ||
+			!strings.Contains(err.Error(), "out\n") || !strings.Contains(err.Error(), "boom\n") {
+			t.Fatalf("logging %s: want %q + all output, got %v", l, prefix, err)
+		}
 	}
 }
 

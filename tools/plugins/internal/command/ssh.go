@@ -213,17 +213,14 @@ func runRemote(ctx context.Context, c Conn, j *job) (result, error) {
 		_ = s.Signal(ssh.SIGKILL)
 		cl.Close()
 		<-done
-		return result{stdout: out.finish(), stderr: errw.finish()},
-			fmt.Errorf("command %q stopped: %w", j.cmd, ctx.Err())
+		return result{stdout: out.finish(), stderr: errw.finish()}, j.stopped(ctx)
 	}
 	res := result{stdout: out.finish(), stderr: errw.finish()}
-	var ee *ssh.ExitError
-	switch {
-	case err == nil:
-		return res, nil
-	case errors.As(err, &ee):
-		return res, j.exitError(ee.ExitStatus(), res.stderr)
-	default:
-		return res, fmt.Errorf("running %q: %w", j.cmd, err)
+	if ll := j.longLine(ctx); ll != nil {
+		return res, ll
 	}
+	if err != nil {
+		return res, j.runError(err) // *ssh.ExitError: "Process exited with status N"
+	}
+	return res, nil
 }
