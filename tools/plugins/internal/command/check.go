@@ -72,7 +72,9 @@ func (p *Provider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulum
 var outputKeys = []string{"stdout", "stderr", "assets", "archive"}
 
 // Diff: a `triggers` change replaces (create-then-delete, as upstream), any
-// other input change is an in-place update, otherwise nothing.
+// other input change is an in-place update, otherwise nothing. As upstream, a
+// change of secretness alone is a change (e.g. state written without the
+// nested connection secrets shows `~ connection`).
 func (p *Provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
 	olds, news, err := props.DiffInputs(req)
 	if err != nil {
@@ -82,7 +84,7 @@ func (p *Provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumir
 }
 
 func diff(olds, news resource.PropertyMap) *pulumirpc.DiffResponse {
-	changed := props.Changed(olds, news, outputKeys...)
+	changed := props.ChangedWithSecrets(olds, news, outputKeys...)
 	if len(changed) == 0 {
 		return &pulumirpc.DiffResponse{Changes: pulumirpc.DiffResponse_DIFF_NONE, HasDetailedDiff: true}
 	}

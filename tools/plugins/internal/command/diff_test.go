@@ -28,7 +28,8 @@ func TestDiff(t *testing.T) {
 		replace bool
 	}{
 		{"no change, outputs ignored", func(m resource.PropertyMap) { delete(m, "stdout") }, pulumirpc.DiffResponse_DIFF_NONE, false},
-		{"secretness alone is no change", func(m resource.PropertyMap) { m["create"] = resource.MakeSecret(str("a")) }, pulumirpc.DiffResponse_DIFF_NONE, false},
+		// As upstream (the SDK's DeepEquals): secretness alone is a change.
+		{"secretness alone is a change", func(m resource.PropertyMap) { m["create"] = resource.MakeSecret(str("a")) }, pulumirpc.DiffResponse_DIFF_SOME, false},
 		{"create changed: update", func(m resource.PropertyMap) { m["create"] = str("b") }, pulumirpc.DiffResponse_DIFF_SOME, false},
 		{"delete added: update", func(m resource.PropertyMap) { m["delete"] = str("rm") }, pulumirpc.DiffResponse_DIFF_SOME, false},
 		{"triggers changed: replace", func(m resource.PropertyMap) { m["triggers"] = arr("2") }, pulumirpc.DiffResponse_DIFF_SOME, true},
