@@ -93,8 +93,10 @@ func TestRemotePasswordAuthAndSecretStdin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !out["stdout"].IsSecret() || props.Plain(out["stdout"]).StringValue() != "token" {
-		t.Fatalf("stdout must be the secret stdin, got %v", out["stdout"])
+	// As upstream: stdout stays plain although stdin is secret (programs use
+	// additional_secret_outputs); stdin itself stays secret.
+	if out["stdout"].IsSecret() || props.Plain(out["stdout"]).StringValue() != "token" || !out["stdin"].IsSecret() {
+		t.Fatalf("stdout must be the plain stdin text and stdin stay secret, got %v / %v", out["stdout"], out["stdin"])
 	}
 }
 
