@@ -38,10 +38,18 @@ func (p *Provider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulum
 		case !has || cv.IsNull():
 			fail("connection", "connection is required")
 		case !cv.ContainsUnknowns():
-			news["connection"] = connDefaults(cv)
-			if _, err := parseConn(news["connection"]); err != nil {
+			news["connection"] = connSecrets(connDefaults(cv))
+			if c, err := parseConn(news["connection"]); err != nil {
 				fail("connection", "%v", err)
+			} else if c.HostKey != nil {
+				// Upstream fails the same key at Create (ssh.ParseAuthorizedKey:
+				// "" is "ssh: no key found"); failing here stops it at preview.
+				if _, err := parseHostKey(*c.HostKey); err != nil {
+					fail("connection", "%v", err)
+				}
 			}
+		default:
+			news["connection"] = connSecrets(cv)
 		}
 	} else {
 		for _, k := range []string{"assetPaths", "archivePaths"} {
@@ -64,7 +72,9 @@ func (p *Provider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulum
 var outputKeys = []string{"stdout", "stderr", "assets", "archive"}
 
 // Diff: a `triggers` change replaces (create-then-delete, as upstream), any
-// other input change is an in-place update, otherwise nothing.
+// other input change is an in-place update, otherwise nothing. As upstream, a
+// change of secretness alone is a change (e.g. state written without the
+// nested connection secrets shows `~ connection`).
 func (p *Provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
 	olds, news, err := props.DiffInputs(req)
 	if err != nil {
@@ -74,7 +84,7 @@ func (p *Provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumir
 }
 
 func diff(olds, news resource.PropertyMap) *pulumirpc.DiffResponse {
-	changed := props.Changed(olds, news, outputKeys...)
+	changed := props.ChangedWithSecrets(olds, news, outputKeys...)
 	if len(changed) == 0 {
 		return &pulumirpc.DiffResponse{Changes: pulumirpc.DiffResponse_DIFF_NONE, HasDetailedDiff: true}
 	}

@@ -11,17 +11,21 @@ import (
 
 // Conn is the `connection` input of command:remote:Command (pulumi-command 1.x
 // wire names), after defaults.
+//
+// The optional strings are pointers because upstream tells "absent" from ""
+// apart: a present "" hostKey or privateKey is a parse error, a present ""
+// agentSocketPath is dialled (and fails), a present "" password is sent.
 type Conn struct {
 	Host               string
 	Port               int
 	User               string
-	Password           string
-	PrivateKey         string
-	PrivateKeyPassword string
-	AgentSocketPath    string
-	HostKey            string        // authorized_keys line; empty accepts any key
+	Password           *string
+	PrivateKey         *string
+	PrivateKeyPassword *string
+	AgentSocketPath    *string       // absent: $SSH_AUTH_SOCK when that is non-empty
+	HostKey            *string       // authorized_keys line; absent accepts any key
 	DialErrorLimit     int           // -1: unlimited
-	PerDialTimeout     time.Duration // 0: no limit
+	PerDialTimeout     time.Duration // 0: no limit; bounds the TCP connect only
 }
 
 // Connection defaults, the same as the Python SDK's ConnectionArgs fills in.
@@ -78,10 +82,42 @@ func parseConn(v resource.PropertyValue) (Conn, error) {
 	if u, ok := props.Str(m, "user"); ok && u != "" {
 		c.User = u
 	}
-	c.Password, _ = props.Str(m, "password")
-	c.PrivateKey, _ = props.Str(m, "privateKey")
-	c.PrivateKeyPassword, _ = props.Str(m, "privateKeyPassword")
-	c.AgentSocketPath, _ = props.Str(m, "agentSocketPath")
-	c.HostKey, _ = props.Str(m, "hostKey")
+	c.Password = optStr(m, "password")
+	c.PrivateKey = optStr(m, "privateKey")
+	c.PrivateKeyPassword = optStr(m, "privateKeyPassword")
+	c.AgentSocketPath = optStr(m, "agentSocketPath")
+	c.HostKey = optStr(m, "hostKey")
 	return c, nil
+}
+
+// optStr is a present string property (even ""), or nil when absent or null.
+func optStr(m resource.PropertyMap, key string) *string {
+	if s, ok := props.Str(m, key); ok {
+		return &s
+	}
+	return nil
+}
+
+// secretConnKeys are the connection fields upstream declares secret
+// (`provider:"secret"`): its Check returns them as nested secrets inside the
+// connection object, and so must ours, or a state written here shows
+// `~ connection` (and re-runs every command) the first time upstream reads it.
+var secretConnKeys = []resource.PropertyKey{"password", "privateKey", "privateKeyPassword"}
+
+// connSecrets marks secretConnKeys secret inside a connection value, keeping
+// any outer secret wrapper (the Python SDK sends the whole object as secret).
+func connSecrets(v resource.PropertyValue) resource.PropertyValue {
+	if v.IsSecret() {
+		return resource.MakeSecret(connSecrets(v.SecretValue().Element))
+	}
+	if !v.IsObject() {
+		return v
+	}
+	m := v.ObjectValue().Copy()
+	for _, k := range secretConnKeys {
+		if e, ok := m[k]; ok && !e.IsNull() && !e.IsSecret() {
+			m[k] = resource.MakeSecret(e)
+		}
+	}
+	return resource.NewObjectProperty(m)
 }

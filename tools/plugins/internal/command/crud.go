@@ -100,7 +100,9 @@ func (p *Provider) run(ctx context.Context, urn string, in resource.PropertyMap,
 	if cmd == "" {
 		return result{}, nil
 	}
-	j := &job{cmd: cmd, env: props.StrMap(in, "environment"), prevEnv: prev,
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	j := &job{stop: stop, cmd: cmd, env: props.StrMap(in, "environment"), prevEnv: prev,
 		logging: LogStdoutAndStderr, urn: resource.URN(urn), log: p.log,
 		quiet: sensitive(in, cmdKey)}
 	if l, ok := props.Str(in, "logging"); ok {
@@ -121,18 +123,17 @@ func (p *Provider) run(ctx context.Context, urn string, in resource.PropertyMap,
 	return runRemote(ctx, conn, j)
 }
 
-// withOutputs is the inputs plus stdout/stderr. The outputs are secret when
-// what produced them (the command run, stdin or environment) was secret.
-func withOutputs(in resource.PropertyMap, res result, cmdKey string) resource.PropertyMap {
+// withOutputs is the inputs plus stdout/stderr. As upstream, stdout/stderr
+// are plain even when the command, stdin or environment is secret: a program
+// that needs them secret says so with additional_secret_outputs.
+func withOutputs(in resource.PropertyMap, res result, _ string) resource.PropertyMap {
 	out := in.Copy()
-	so, se := resource.NewStringProperty(res.stdout), resource.NewStringProperty(res.stderr)
-	if sensitive(in, cmdKey) {
-		so, se = resource.MakeSecret(so), resource.MakeSecret(se)
-	}
-	out["stdout"], out["stderr"] = so, se
+	out["stdout"], out["stderr"] = resource.NewStringProperty(res.stdout), resource.NewStringProperty(res.stderr)
 	return out
 }
 
+// sensitive: the run's inputs hold a secret, so its output is not streamed to
+// the engine log (our rule, stricter than upstream, which streams it).
 func sensitive(in resource.PropertyMap, cmdKey string) bool {
 	for _, k := range []string{cmdKey, "stdin", "environment"} {
 		if in[resource.PropertyKey(k)].ContainsSecrets() {

@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
@@ -27,7 +28,8 @@ func TestDiff(t *testing.T) {
 		replace bool
 	}{
 		{"no change, outputs ignored", func(m resource.PropertyMap) { delete(m, "stdout") }, pulumirpc.DiffResponse_DIFF_NONE, false},
-		{"secretness alone is no change", func(m resource.PropertyMap) { m["create"] = resource.MakeSecret(str("a")) }, pulumirpc.DiffResponse_DIFF_NONE, false},
+		// As upstream (the SDK's DeepEquals): secretness alone is a change.
+		{"secretness alone is a change", func(m resource.PropertyMap) { m["create"] = resource.MakeSecret(str("a")) }, pulumirpc.DiffResponse_DIFF_SOME, false},
 		{"create changed: update", func(m resource.PropertyMap) { m["create"] = str("b") }, pulumirpc.DiffResponse_DIFF_SOME, false},
 		{"delete added: update", func(m resource.PropertyMap) { m["delete"] = str("rm") }, pulumirpc.DiffResponse_DIFF_SOME, false},
 		{"triggers changed: replace", func(m resource.PropertyMap) { m["triggers"] = arr("2") }, pulumirpc.DiffResponse_DIFF_SOME, true},
@@ -52,12 +54,23 @@ func TestCheckDefaultsAndRejections(t *testing.T) {
 		}
 		return r
 	}
-	conn := resource.MakeSecret(resource.NewObjectProperty(resource.PropertyMap{"host": str("10.0.0.1")}))
+	conn := resource.MakeSecret(resource.NewObjectProperty(resource.PropertyMap{"host": str("10.0.0.1"),
+		"privateKey": str("k"), "password": str("p"), "privateKeyPassword": str("pp")}))
 	r := check(remoteURN, resource.PropertyMap{"connection": conn})
 	in, _ := props.Unmarshal(r.Inputs)
 	c := in["connection"]
 	if !c.IsSecret() {
 		t.Fatal("connection must stay secret")
+	}
+	// As upstream's Check: these are nested secrets inside the connection.
+	raw := c.SecretValue().Element.ObjectValue()
+	for _, k := range []resource.PropertyKey{"privateKey", "password", "privateKeyPassword"} {
+		if !raw[k].IsSecret() {
+			t.Errorf("connection.%s must be a nested secret, got %v", k, raw[k])
+		}
+	}
+	if raw["host"].IsSecret() || raw["port"].IsSecret() {
+		t.Errorf("only the credentials are nested secrets: %v", raw)
 	}
 	cm := props.PlainMap(c.SecretValue().Element.ObjectValue())
 	if props.Num(cm, "port", 0) != 22 || props.Num(cm, "dialErrorLimit", 0) != 10 ||
@@ -75,6 +88,12 @@ func TestCheckDefaultsAndRejections(t *testing.T) {
 		if r := check(remoteURN, m); len(r.Failures) != 1 || r.Failures[0].Property != name {
 			t.Errorf("want a failure on %s, got %v", name, r.Failures)
 		}
+	}
+	// "" is not "no pinning": upstream's ssh.ParseAuthorizedKey says "ssh: no key found".
+	r = check(remoteURN, resource.PropertyMap{"connection": resource.NewObjectProperty(resource.PropertyMap{
+		"host": str("h"), "hostKey": str("")})})
+	if len(r.Failures) != 1 || !strings.Contains(r.Failures[0].Reason, "ssh: no key found") {
+		t.Errorf(`hostKey "" must fail Check, got %v`, r.Failures)
 	}
 	if r := check(localURN, resource.PropertyMap{"assetPaths": arr("*")}); len(r.Failures) != 1 {
 		t.Errorf("assetPaths must be rejected, got %v", r.Failures)

@@ -2,9 +2,9 @@ package command
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
@@ -27,15 +27,32 @@ type job struct {
 	logging string
 	urn     resource.URN
 	log     Logger
-	quiet   bool // secret inputs: the output is secret, so never stream it as plain log lines
+	quiet   bool                    // secret inputs: the output is secret, so never stream it as plain log lines
+	stop    context.CancelCauseFunc // stops the run (the line guard uses it); nil in some tests
+	both    *lockedBuffer           // stdout+stderr interleaved, for the error message
 }
 
 // result is what a finished command leaves in the state.
 type result struct{ stdout, stderr string }
 
-// streams builds the two capture writers, wired to the engine log per `logging`.
+func (j *job) logsStdout() bool { return j.logging == LogStdout || j.logging == LogStdoutAndStderr }
+func (j *job) logsStderr() bool { return j.logging == LogStderr || j.logging == LogStdoutAndStderr }
+
+// streams builds the two capture writers. Lines of the streams `logging`
+// selects go to the engine as ephemeral status messages, as upstream sends
+// them (shown while the step runs, not kept in the final diagnostics).
 func (j *job) streams(ctx context.Context) (out, errw *capture) {
-	out, errw = &capture{}, &capture{}
+	j.both = &lockedBuffer{}
+	out = &capture{name: "stdout", both: j.both}
+	errw = &capture{name: "stderr", both: j.both}
+	// Upstream hangs on a long line of any logged stream, secret or not.
+	guard := &lineGuard{logging: j.logging, stop: j.stop}
+	if j.logsStdout() {
+		out.guard = guard
+	}
+	if j.logsStderr() {
+		errw.guard = guard
+	}
 	lg := j.log
 	if lg == nil {
 		lg = nopLogger{}
@@ -46,37 +63,45 @@ func (j *job) streams(ctx context.Context) (out, errw *capture) {
 		}
 		return out, errw
 	}
-	if j.logging == LogStdout || j.logging == LogStdoutAndStderr {
-		out.emit = func(l string) { _ = lg.Log(ctx, diag.Info, j.urn, l) }
+	emit := func(l string) { _ = lg.LogStatus(ctx, diag.Info, j.urn, l) }
+	if j.logsStdout() {
+		out.emit = emit
 	}
-	if j.logging == LogStderr || j.logging == LogStdoutAndStderr {
-		errw.emit = func(l string) { _ = lg.Log(ctx, diag.Info, j.urn, l) }
+	if j.logsStderr() {
+		errw.emit = emit
 	}
 	return out, errw
 }
 
-// exitError reports a non-zero exit. stderr is included (last 20 lines) unless
-// logging is "none": that setting exists to keep output out of the engine's
-// logs and error messages, so we honour it here too.
-func (j *job) exitError(code int, stderr string) error {
-	if j.logging == LogNone {
-		return fmt.Errorf("command exited with code %d (output hidden: logging is %q)", code, LogNone)
+// runError is upstream's error for a failed run, whatever `logging` says and
+// whether or not inputs are secret: the transport's error (locally "exit
+// status N", remotely "Process exited with status N"), the whole command text
+// Go-quoted, then all of stdout and stderr as they interleaved.
+func (j *job) runError(err error) error {
+	both := ""
+	if j.both != nil {
+		both = j.both.String()
 	}
-	return fmt.Errorf("command exited with code %d: %q\nstderr (last 20 lines):\n%s",
-		code, firstLine(j.cmd), tail(stderr, 20))
+	return fmt.Errorf("%w: running %q:\n%s", err, j.cmd, both)
 }
 
-// firstLine names a command in an error without repeating a long script: the whole text
-// is in the resource's inputs already, and a multi-kilobyte error buries the stderr tail.
-func firstLine(cmd string) string {
-	line, rest, _ := strings.Cut(cmd, "\n")
-	if len(line) > 200 {
-		line = line[:200]
+// longLine is the line guard's error once it tripped, else nil. Checked after
+// every run: the command may have exited before being stopped.
+func (j *job) longLine(ctx context.Context) error {
+	var ll *longLineError
+	if cause := context.Cause(ctx); errors.As(cause, &ll) {
+		return ll
 	}
-	if rest != "" {
-		line += " ..."
+	return nil
+}
+
+// stopped is the error for a run ended by its context: the line guard's
+// error when it stopped the run, else the timeout or Cancel.
+func (j *job) stopped(ctx context.Context) error {
+	if err := j.longLine(ctx); err != nil {
+		return err
 	}
-	return line
+	return fmt.Errorf("command %q stopped: %w", j.cmd, ctx.Err())
 }
 
 // sortedKeys gives a stable order so env handling is deterministic.

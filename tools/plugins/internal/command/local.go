@@ -2,8 +2,6 @@ package command
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -42,15 +40,14 @@ func runLocal(ctx context.Context, interp []string, dir string, j *job) (result,
 
 	err := c.Run()
 	res := result{stdout: out.finish(), stderr: errw.finish()}
+	if ll := j.longLine(ctx); ll != nil {
+		return res, ll
+	}
 	if err == nil {
 		return res, nil
 	}
 	if ctx.Err() != nil {
-		return res, fmt.Errorf("command %q stopped: %w", j.cmd, ctx.Err())
+		return res, j.stopped(ctx)
 	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return res, j.exitError(ee.ExitCode(), res.stderr)
-	}
-	return res, fmt.Errorf("starting %q: %w", interp[0], err)
+	return res, j.runError(err) // upstream formats start errors the same way
 }

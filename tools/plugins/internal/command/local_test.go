@@ -75,8 +75,8 @@ func TestLocalPreviewRunsNothing(t *testing.T) {
 
 func TestLocalFailureAndTimeout(t *testing.T) {
 	_, err := create(t, localURN, resource.PropertyMap{"create": str("echo nope >&2; exit 7")})
-	if err == nil || !strings.Contains(err.Error(), "code 7") || !strings.Contains(err.Error(), "nope") {
-		t.Fatalf("want exit 7 with stderr, got %v", err)
+	if want := "exit status 7: running \"echo nope >&2; exit 7\":\nnope\n"; err == nil || err.Error() != want {
+		t.Fatalf("want upstream's %q, got %v", want, err)
 	}
 	st, _ := props.Marshal(resource.PropertyMap{"create": str("sleep 30")})
 	start := time.Now()

@@ -37,9 +37,10 @@ func TestLoggingModes(t *testing.T) {
 		stdin   resource.PropertyValue
 		want    string
 	}{
-		{LogStdoutAndStderr, str(""), "err|out"},
-		{LogStdout, str(""), "out"},
-		{LogStderr, str(""), "err"},
+		// Lines are ephemeral status messages, as upstream sends them.
+		{LogStdoutAndStderr, str(""), "status: err|status: out"},
+		{LogStdout, str(""), "status: out"},
+		{LogStderr, str(""), "status: err"},
 		{LogNone, str(""), ""},
 		{LogStdoutAndStderr, resource.MakeSecret(str("")), "status: output not streamed: the command's inputs are secret"},
 	}

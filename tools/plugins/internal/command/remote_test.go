@@ -2,6 +2,9 @@ package command
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
 	"net"
 	"strconv"
 	"strings"
@@ -16,6 +19,9 @@ import (
 )
 
 const remoteURN = "urn:pulumi:dev::hft::command:remote:Command::setup"
+
+// retryDelaySchedule is the real schedule, kept before init shortens it.
+var retryDelaySchedule = retryDelay
 
 func init() { retryDelay = func(int) time.Duration { return 10 * time.Millisecond } }
 
@@ -87,22 +93,27 @@ func TestRemotePasswordAuthAndSecretStdin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !out["stdout"].IsSecret() || props.Plain(out["stdout"]).StringValue() != "token" {
-		t.Fatalf("stdout must be the secret stdin, got %v", out["stdout"])
+	// As upstream: stdout stays plain although stdin is secret (programs use
+	// additional_secret_outputs); stdin itself stays secret.
+	if out["stdout"].IsSecret() || props.Plain(out["stdout"]).StringValue() != "token" || !out["stdin"].IsSecret() {
+		t.Fatalf("stdout must be the plain stdin text and stdin stay secret, got %v / %v", out["stdout"], out["stdin"])
 	}
 }
 
-func TestRemoteExitCodePropagates(t *testing.T) {
+// TestRemoteExitError: upstream's error is the SSH exit error, the whole
+// command Go-quoted and all of stdout+stderr, whatever `logging` says.
+func TestRemoteExitError(t *testing.T) {
 	s := startServer(t)
-	in := resource.PropertyMap{"connection": s.conn(nil), "create": resource.NewStringProperty("echo boom >&2; exit 3")}
-	_, err := create(t, remoteURN, in)
-	if err == nil || !strings.Contains(err.Error(), "code 3") || !strings.Contains(err.Error(), "boom") {
-		t.Fatalf("want exit code 3 with stderr, got %v", err)
-	}
-	in["logging"] = resource.NewStringProperty(LogNone)
-	_, err = create(t, remoteURN, in)
-	if err == nil || !strings.Contains(err.Error(), "code 3") || strings.Contains(err.Error(), "boom") {
-		t.Fatalf("logging none: want exit code without stderr, got %v", err)
+	cmd := "echo out; echo boom >&2; exit 3"
+	in := resource.PropertyMap{"connection": s.conn(nil), "create": resource.NewStringProperty(cmd)}
+	for _, l := range []string{LogStdoutAndStderr, LogNone} {
+		in["logging"] = resource.NewStringProperty(l)
+		_, err := create(t, remoteURN, in)
+		prefix := "Process exited with status 3: running \"echo out; echo boom >&2; exit 3\":\n"
+		if err == nil || !strings.HasPrefix(err.Error(), prefix) ||
+			!strings.Contains(err.Error(), "out\n") || !strings.Contains(err.Error(), "boom\n") {
+			t.Fatalf("logging %s: want %q + all output, got %v", l, prefix, err)
+		}
 	}
 }
 
@@ -122,8 +133,42 @@ func TestRemoteHostKeyPinning(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "host key mismatch") {
 		t.Fatalf("wrong host key must be refused, got %v", err)
 	}
-	if n := s.conns.Load() - before; n != 1 {
-		t.Fatalf("host key mismatch must not be retried, saw %d connections", n)
+	// Upstream retries every dial failure, a mismatch too: dialErrorLimit (2) + 1 attempts.
+	if n := s.conns.Load() - before; n != 3 {
+		t.Fatalf("host key mismatch: want 3 attempts as upstream, saw %d connections", n)
+	}
+	// A present but empty hostKey is no "no pinning": ssh.ParseAuthorizedKey fails it.
+	in["connection"] = s.conn(resource.PropertyMap{"hostKey": resource.NewStringProperty("")})
+	before = s.conns.Load()
+	if _, err := create(t, remoteURN, in); err == nil || !strings.Contains(err.Error(), "ssh: no key found") {
+		t.Fatalf(`hostKey "" must fail with "ssh: no key found", got %v`, err)
+	}
+	if n := s.conns.Load() - before; n != 0 {
+		t.Fatalf(`hostKey "" must fail before dialling, saw %d connections`, n)
+	}
+}
+
+// TestRemoteHostKeyAlgorithm: as upstream, only the pinned key's type is
+// offered as host key algorithm (a pinned ssh-rsa key offers ssh-rsa alone).
+func TestRemoteHostKeyAlgorithm(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	edPub, _ := ssh.NewPublicKey(priv.Public())
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPub, _ := ssh.NewPublicKey(&rk.PublicKey)
+	for line, want := range map[string]string{
+		string(ssh.MarshalAuthorizedKey(edPub)):  ssh.KeyAlgoED25519,
+		string(ssh.MarshalAuthorizedKey(rsaPub)): ssh.KeyAlgoRSA,
+	} {
+		cfg := &ssh.ClientConfig{}
+		if err := (Conn{HostKey: &line}).hostKeyCheck(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if len(cfg.HostKeyAlgorithms) != 1 || cfg.HostKeyAlgorithms[0] != want {
+			t.Errorf("%s: offered %v, want [%s]", want, cfg.HostKeyAlgorithms, want)
+		}
 	}
 }
 
@@ -151,7 +196,22 @@ func TestRemoteDialRetryLimit(t *testing.T) {
 		t.Fatal("dial must fail")
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := len(accepted); n != 3 {
-		t.Fatalf("want exactly 3 dial attempts, got %d (%v)", n, err)
+	// Upstream: dialErrorLimit + 1 attempts, then "after N failed attempts: ...".
+	if n := len(accepted); n != 4 || !strings.Contains(err.Error(), "after 3 failed attempts: ") {
+		t.Fatalf("want exactly 4 dial attempts as upstream, got %d (%v)", n, err)
+	}
+}
+
+func TestRetryDelayIsUpstreams(t *testing.T) {
+	d := retryDelaySchedule
+	want := []time.Duration{100 * time.Millisecond, 150 * time.Millisecond, 225 * time.Millisecond,
+		337500 * time.Microsecond}
+	for i, w := range want {
+		if got := d(i); got != w {
+			t.Errorf("delay %d = %v, want %v", i, got, w)
+		}
+	}
+	if got := d(40); got != 5*time.Second {
+		t.Errorf("delay cap = %v, want 5s", got)
 	}
 }

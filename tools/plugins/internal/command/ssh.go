@@ -16,35 +16,40 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 )
 
-// errHostKey marks a host key mismatch: never retried, since retrying cannot
-// make a wrong server right.
+// errHostKey marks a host key mismatch.
 var errHostKey = errors.New("ssh: host key mismatch")
 
-// retryDelay is the pause before dial attempt n+1 (a var so tests run fast).
+// retryDelay is the pause after failed dial attempt n (0-based): upstream's
+// retry.Until defaults, 100 ms growing 1.5x up to 5 s (a var so tests run fast).
 var retryDelay = func(n int) time.Duration {
-	return min(time.Duration(n)*time.Second, 5*time.Second)
+	d := 100 * time.Millisecond
+	for i := 0; i < n && d < 5*time.Second; i++ {
+		d = time.Duration(float64(d) * 1.5)
+	}
+	return min(d, 5*time.Second)
 }
 
-// clientConfig builds auth and host key checking. The returned closer releases
-// the agent socket, if one was opened.
+// clientConfig builds auth and host key checking the way upstream's
+// SSHConfig does. The returned closer releases the agent socket, if one was
+// opened.
 func (c Conn) clientConfig() (*ssh.ClientConfig, func(), error) {
 	cfg := &ssh.ClientConfig{User: c.User}
 	closer := func() {}
-	if c.PrivateKey != "" {
+	if c.PrivateKey != nil {
 		var signer ssh.Signer
 		var err error
-		if c.PrivateKeyPassword != "" {
-			signer, err = ssh.ParsePrivateKeyWithPassphrase([]byte(c.PrivateKey), []byte(c.PrivateKeyPassword))
+		if c.PrivateKeyPassword != nil {
+			signer, err = ssh.ParsePrivateKeyWithPassphrase([]byte(*c.PrivateKey), []byte(*c.PrivateKeyPassword))
 		} else {
-			signer, err = ssh.ParsePrivateKey([]byte(c.PrivateKey))
+			signer, err = ssh.ParsePrivateKey([]byte(*c.PrivateKey))
 		}
 		if err != nil {
 			return nil, closer, fmt.Errorf("connection.privateKey: %w", err)
 		}
 		cfg.Auth = append(cfg.Auth, ssh.PublicKeys(signer))
 	}
-	if c.Password != "" {
-		pw := c.Password
+	if c.Password != nil {
+		pw := *c.Password
 		cfg.Auth = append(cfg.Auth, ssh.Password(pw),
 			ssh.KeyboardInteractive(func(_, _ string, qs []string, _ []bool) ([]string, error) {
 				ans := make([]string, len(qs))
@@ -54,44 +59,58 @@ func (c Conn) clientConfig() (*ssh.ClientConfig, func(), error) {
 				return ans, nil
 			}))
 	}
+	// As upstream: agentSocketPath when present (even ""), else $SSH_AUTH_SOCK
+	// when non-empty; a socket chosen either way is dialled whatever other auth
+	// is set, and a failed dial fails the command. So a stale SSH_AUTH_SOCK
+	// breaks every remote command unless agentSocketPath names a live agent.
 	sock := c.AgentSocketPath
-	if sock == "" {
-		sock = os.Getenv("SSH_AUTH_SOCK") // upstream's documented default
-	}
-	if sock != "" {
-		if ac, err := net.Dial("unix", sock); err == nil {
-			cfg.Auth = append(cfg.Auth, ssh.PublicKeysCallback(agent.NewClient(ac).Signers))
-			closer = func() { ac.Close() }
-		} else if c.AgentSocketPath != "" {
-			return nil, closer, fmt.Errorf("connection.agentSocketPath: %w", err)
+	if sock == nil {
+		if env := os.Getenv("SSH_AUTH_SOCK"); env != "" {
+			sock = &env
 		}
+	}
+	if sock != nil {
+		ac, err := net.Dial("unix", *sock)
+		if err != nil {
+			return nil, closer, err // upstream returns the dial error as is
+		}
+		cfg.Auth = append(cfg.Auth, ssh.PublicKeysCallback(agent.NewClient(ac).Signers))
+		closer = func() { ac.Close() }
 	}
 	if len(cfg.Auth) == 0 {
 		return nil, closer, fmt.Errorf("connection: no authentication (set privateKey, password or agentSocketPath)")
 	}
 	if err := c.hostKeyCheck(cfg); err != nil {
-		return nil, closer, err
+		closer()
+		return nil, func() {}, err
 	}
 	return cfg, closer, nil
 }
 
-// hostKeyCheck pins the server key when hostKey is set. It also asks the
-// server for that key's algorithm, or a server with several keys could offer
-// another one and be refused although it is the right host.
+// parseHostKey reads a hostKey input (an authorized_keys line). "" is an
+// error, as upstream: ssh.ParseAuthorizedKey says "ssh: no key found".
+func parseHostKey(line string) (ssh.PublicKey, error) {
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return nil, fmt.Errorf("connection.hostKey: %w", err)
+	}
+	return k, nil
+}
+
+// hostKeyCheck pins the server key when hostKey is present, as upstream: the
+// key must match exactly and only that key's type is offered as host key
+// algorithm (so a pinned "ssh-rsa" key offers ssh-rsa alone, which OpenSSH
+// >= 8.8 refuses: pin ed25519 keys). Absent: any key is accepted.
 func (c Conn) hostKeyCheck(cfg *ssh.ClientConfig) error {
-	if c.HostKey == "" {
-		cfg.HostKeyCallback = ssh.InsecureIgnoreHostKey() // upstream: unset means accept any
+	if c.HostKey == nil {
+		cfg.HostKeyCallback = ssh.InsecureIgnoreHostKey() // upstream: absent means accept any
 		return nil
 	}
-	want, _, _, _, err := ssh.ParseAuthorizedKey([]byte(c.HostKey))
+	want, err := parseHostKey(*c.HostKey)
 	if err != nil {
-		return fmt.Errorf("connection.hostKey: not an authorized_keys line: %w", err)
+		return err
 	}
-	if want.Type() == ssh.KeyAlgoRSA {
-		cfg.HostKeyAlgorithms = []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
-	} else {
-		cfg.HostKeyAlgorithms = []string{want.Type()}
-	}
+	cfg.HostKeyAlgorithms = []string{want.Type()}
 	cfg.HostKeyCallback = func(host string, _ net.Addr, got ssh.PublicKey) error {
 		if !bytes.Equal(got.Marshal(), want.Marshal()) {
 			return fmt.Errorf("%w for %s: got %s %s, want %s %s", errHostKey, host,
@@ -102,9 +121,9 @@ func (c Conn) hostKeyCheck(cfg *ssh.ClientConfig) error {
 	return nil
 }
 
-// dial connects with up to DialErrorLimit attempts (-1: until ctx ends), each
-// bounded by PerDialTimeout, because freshly booted hosts often refuse the
-// first connections.
+// dial connects as upstream does: DialErrorLimit+1 attempts (a negative limit:
+// until ctx ends), every failure retried, a host key mismatch included, with
+// retryDelay between attempts; PerDialTimeout bounds each TCP connect.
 func dial(ctx context.Context, c Conn) (*ssh.Client, error) {
 	cfg, closeAgent, err := c.clientConfig()
 	if err != nil {
@@ -112,39 +131,32 @@ func dial(ctx context.Context, c Conn) (*ssh.Client, error) {
 	}
 	defer closeAgent()
 	addr := net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
-	var lastErr error
-	for n := 1; c.DialErrorLimit < 0 || n <= max(c.DialErrorLimit, 1); n++ {
+	for try := 0; ; try++ {
 		cl, err := dialOnce(ctx, addr, cfg, c.PerDialTimeout)
 		if err == nil {
 			return cl, nil
 		}
-		lastErr = err
-		if errors.Is(err, errHostKey) || ctx.Err() != nil {
-			break
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("ssh dial %s@%s: %w (last error: %v)", c.User, addr, ctx.Err(), err)
+		}
+		if c.DialErrorLimit > -1 && try+1 > c.DialErrorLimit {
+			return nil, fmt.Errorf("after %d failed attempts: %w", try, err) // upstream's wording
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(retryDelay(n)):
+			return nil, fmt.Errorf("ssh dial %s@%s: %w (last error: %v)", c.User, addr, ctx.Err(), err)
+		case <-time.After(retryDelay(try)):
 		}
 	}
-	if ctx.Err() != nil && !errors.Is(lastErr, errHostKey) {
-		return nil, fmt.Errorf("ssh dial %s@%s: %w (last error: %v)", c.User, addr, ctx.Err(), lastErr)
-	}
-	return nil, fmt.Errorf("ssh dial %s@%s: %w", c.User, addr, lastErr)
 }
 
+// dialOnce is one attempt. As upstream (ssh.ClientConfig.Timeout), the
+// timeout bounds the TCP connect only, not the SSH handshake; ctx (the
+// operation's timeout or the engine's Cancel) still ends a hung handshake.
 func dialOnce(ctx context.Context, addr string, cfg *ssh.ClientConfig, timeout time.Duration) (*ssh.Client, error) {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	nc, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = nc.SetDeadline(dl) // bounds the handshake too
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() }) // Cancel during the handshake
 	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
@@ -156,7 +168,6 @@ func dialOnce(ctx context.Context, addr string, cfg *ssh.ClientConfig, timeout t
 		nc.Close()
 		return nil, err
 	}
-	_ = nc.SetDeadline(time.Time{})
 	return ssh.NewClient(sc, chans, reqs), nil
 }
 
@@ -202,17 +213,14 @@ func runRemote(ctx context.Context, c Conn, j *job) (result, error) {
 		_ = s.Signal(ssh.SIGKILL)
 		cl.Close()
 		<-done
-		return result{stdout: out.finish(), stderr: errw.finish()},
-			fmt.Errorf("command %q stopped: %w", j.cmd, ctx.Err())
+		return result{stdout: out.finish(), stderr: errw.finish()}, j.stopped(ctx)
 	}
 	res := result{stdout: out.finish(), stderr: errw.finish()}
-	var ee *ssh.ExitError
-	switch {
-	case err == nil:
-		return res, nil
-	case errors.As(err, &ee):
-		return res, j.exitError(ee.ExitStatus(), res.stderr)
-	default:
-		return res, fmt.Errorf("running %q: %w", j.cmd, err)
+	if ll := j.longLine(ctx); ll != nil {
+		return res, ll
 	}
+	if err != nil {
+		return res, j.runError(err) // *ssh.ExitError: "Process exited with status N"
+	}
+	return res, nil
 }

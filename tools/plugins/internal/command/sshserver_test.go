@@ -46,6 +46,9 @@ func newSigner(t *testing.T) (ssh.Signer, []byte) {
 
 func startServer(t *testing.T) *testServer {
 	t.Helper()
+	// As upstream, a set SSH_AUTH_SOCK is dialled on every connection: keep the
+	// runner's agent (or a stale socket) out of these tests.
+	t.Setenv("SSH_AUTH_SOCK", "")
 	host, _ := newSigner(t)
 	client, clientPEM := newSigner(t)
 	cfg := &ssh.ServerConfig{

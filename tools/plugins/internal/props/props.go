@@ -140,9 +140,23 @@ func Known(m resource.PropertyMap, key string) bool {
 }
 
 // Changed lists the keys whose values differ between olds and news, ignoring
-// the keys in skip and secretness. An unknown new value counts as a change,
-// because it may resolve to anything.
+// the keys in skip and secretness (a bridged provider such as pulumi-random
+// diffs plain values). An unknown new value counts as a change, because it may
+// resolve to anything.
 func Changed(olds, news resource.PropertyMap, skip ...string) []string {
+	return changed(olds, news, Plain, skip)
+}
+
+// ChangedWithSecrets is Changed where secretness counts too, at any depth, as
+// in the SDK's PropertyValue.DeepEquals that pulumi-command's diff relies on: a
+// value that became secret (or stopped being secret) is a change.
+func ChangedWithSecrets(olds, news resource.PropertyMap, skip ...string) []string {
+	return changed(olds, news, func(v resource.PropertyValue) resource.PropertyValue { return v }, skip)
+}
+
+func changed(olds, news resource.PropertyMap, view func(resource.PropertyValue) resource.PropertyValue,
+	skip []string,
+) []string {
 	skipSet := map[resource.PropertyKey]bool{}
 	for _, s := range skip {
 		skipSet[resource.PropertyKey(s)] = true
@@ -159,7 +173,7 @@ func Changed(olds, news resource.PropertyMap, skip ...string) []string {
 		if skipSet[k] {
 			continue
 		}
-		o, n := Plain(olds[k]), Plain(news[k])
+		o, n := view(olds[k]), view(news[k])
 		if n.ContainsUnknowns() || !o.DeepEquals(n) {
 			out = append(out, string(k))
 		}
