@@ -23,7 +23,9 @@ def _default(defaults: Any, key: str) -> str:
         defaults[key], (dict, list)) or len(json.dumps(defaults[key])) < 60 else "(see runbook.yaml)"
 
 
-def rows(cls: type, prefix: str, defaults: Any) -> Iterator[list[str]]:
+def rows(cls: type, prefix: str, defaults: Any, item_defaults: dict[str, Any]) -> Iterator[list[str]]:
+    """One table row per key of ``cls``, then its sub-keys (``item_defaults``: defaults of each
+    item of a list or mapping, by config path, e.g. ``hosts`` from runbook.yaml's hostDefaults)."""
     for f in dataclasses.fields(cls):
         meta = f.metadata
         key, rule = meta["key"], meta["rule"]
@@ -33,10 +35,10 @@ def rows(cls: type, prefix: str, defaults: Any) -> Iterator[list[str]]:
                meta["runbook"], meta["lab"] + (" (optional)" if meta["optional"] else "")]
         child = defaults.get(key) if isinstance(defaults, dict) else None
         if isinstance(rule, Section):
-            yield from rows(rule.cls, f"{path}.", child or {})
+            yield from rows(rule.cls, f"{path}.", child or {}, item_defaults)
         elif isinstance(rule, (ListOf, MapOf)) and isinstance(sub, Section):
             marker = "[i]" if isinstance(rule, ListOf) else ".NAME"
-            yield from rows(sub.cls, f"{path}{marker}.", {})
+            yield from rows(sub.cls, f"{path}{marker}.", item_defaults.get(path, {}), item_defaults)
 
 
 def render() -> str:
@@ -49,15 +51,9 @@ def render() -> str:
            "Pulumi's path syntax: `pulumi config set --path 'hft:baseline.sysctl[\"vm.swappiness\"]' 10`.",
            "Secrets only from a file or stdin: `pulumi config set --secret --path 'hft:exchangeKeys.X' < file`.",
            "", "| key | what | allowed | default | runbook | lab / notes |", "|---|---|---|---|---|---|"]
-    host_defaults = defaults.get("hostDefaults", {})
-    for row in rows(StackSettings, "", {**defaults, "hosts": {}}):
+    for row in rows(StackSettings, "", defaults, {"hosts": defaults.get("hostDefaults", {})}):
         out.append("| " + " | ".join(row) + " |")
-        if row[0] == "`hft:hosts`":
-            out[-1] = out[-1]  # host keys follow with hostDefaults as their defaults
-    text = "\n".join(out) + "\n"
-    for key, value in host_defaults.items():
-        text = text.replace(f"| `hft:hosts.NAME.{key}` |", f"| `hft:hosts.NAME.{key}` |", 1)
-    return text
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

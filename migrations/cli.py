@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, help="migrations directory (default: this package's)")
     p.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for another runner's lock (default 60)")
+    p.add_argument("--ddl-lock-timeout", default="5s", metavar="DURATION",
+                   help="PostgreSQL lock_timeout of the migration session (default 5s): DDL gives up "
+                        "instead of queueing behind the trading service's locks")
+    p.add_argument("--statement-timeout", default="10min", metavar="DURATION",
+                   help="PostgreSQL statement_timeout of the migration session (default 10min)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     sub.add_parser("status")
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dsn and conninfo_to_dict(args.dsn).get("password"):
         return out.fail(doc, "usage", "--dsn must not contain a password (visible in ps); "
                         "use PGPASSWORD or PGPASSFILE", EXIT_USAGE)
-    engine = Engine(args.dsn, args.dir, args.lock_timeout, say=out.say)
+    engine = Engine(args.dsn, args.dir, args.lock_timeout, say=out.say, ddl_lock_timeout=args.ddl_lock_timeout,
+                    statement_timeout=args.statement_timeout)
     try:
         return _dispatch(args, engine, out, doc)
     except ValidationError as exc:

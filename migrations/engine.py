@@ -90,16 +90,23 @@ class Engine:
     """Operations on one database; ``dsn`` None means libpq's PG* environment variables."""
 
     def __init__(self, dsn: str | None = None, directory: Path | None = None,
-                 lock_timeout: float = 60.0, say: Say | None = None) -> None:
+                 lock_timeout: float = 60.0, say: Say | None = None,
+                 ddl_lock_timeout: str = "5s", statement_timeout: str = "10min") -> None:
         self.dsn = dsn
         self.directory = directory or Path(__file__).resolve().parent
         self.lock_timeout = lock_timeout
+        # PostgreSQL's own timeouts for the migration session: DDL that would queue behind the
+        # trading service's locks (and make every later query queue behind it) gives up instead.
+        self.ddl_lock_timeout, self.statement_timeout = ddl_lock_timeout, statement_timeout
         self.say: Say = say or (lambda _msg: None)
         self._notices: list[str] = []
 
     # -- connection helpers -------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
-        return db.connect(self.dsn, notice=self._notices.append)
+        conn = db.connect(self.dsn, notice=self._notices.append)
+        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                     (self.ddl_lock_timeout, self.statement_timeout))
+        return conn
 
     def _locked(self, conn: psycopg.Connection) -> None:
         waited = db.acquire_lock(conn, self.lock_timeout, on_wait=self.say)
@@ -350,6 +357,11 @@ def _explain(name: str, text: str, exc: psycopg.Error, transactional: bool) -> s
     elif exc.diag.statement_position:
         line = f" line {text.count(chr(10), 0, int(exc.diag.statement_position) - 1) + 1}"
     msg = (exc.diag.message_primary or str(exc)).strip()
+    if exc.sqlstate == "55P03":
+        msg += (" (lock_timeout: another session, such as the trading service, holds a lock this migration "
+                "needs; it gave up rather than stall trading behind it)")
+    elif exc.sqlstate == "57014":
+        msg += " (statement_timeout: the statement ran longer than the migration session allows)"
     state = ("rolled back as a whole, nothing of it remains" if transactional else
              "ran outside a transaction: statements before the failing one stay applied and "
              "will be re-run (they must be idempotent); no INVALID index left")

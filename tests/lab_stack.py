@@ -57,9 +57,36 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
-def lab_cli(project: Path, state: Path) -> Pulumi:
+class RecordingPulumi(Pulumi):
+    """A Pulumi CLI that keeps everything it printed, for the secret scans."""
+
+    transcript: list[str]
+
+    def run(self, *args, **kwargs) -> subprocess.CompletedProcess[str]:
+        try:
+            proc = super().run(*args, **kwargs)
+        except AssertionError as err:
+            self.transcript.append(str(err))
+            raise
+        self.transcript.append(proc.stdout + proc.stderr)
+        return proc
+
+
+def lab_cli(project: Path, state: Path) -> RecordingPulumi:
     passphrase = (REPO / "tools" / "lab-passphrase.txt").read_text().strip()
-    return Pulumi(project, "lab", state, passphrase=passphrase)
+    cli = RecordingPulumi(project, "lab", state, passphrase=passphrase)
+    cli.transcript = []
+    return cli
+
+
+def leaked(text: str, secrets: dict[str, str]) -> list[str]:
+    """Names of the secrets whose value appears in ``text`` (whole, or any line of a multi-line one)."""
+    found = []
+    for name, value in secrets.items():
+        parts = [value] + [line for line in value.splitlines() if len(line) >= 16 and "PRIVATE KEY" not in line]
+        if any(p and p in text for p in parts):
+            found.append(name)
+    return found
 
 
 def preview_ops(cli: Pulumi, *extra: str) -> dict[str, str]:

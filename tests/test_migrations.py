@@ -446,3 +446,31 @@ def test_pgcluster_names_missing_package(tmp_path: Path, monkeypatch: pytest.Mon
         pgcluster.find_bin_dir()
     assert "'postgresql'" in str(err.value)
     assert "tools/install-apt-deps.sh deps/apt/migrations.txt" in str(err.value)
+
+
+def test_ddl_behind_a_trading_lock_gives_up_within_lock_timeout(db: Db) -> None:
+    """Runbook 6.3: a migration never stalls trading. ALTER TABLE needs an exclusive lock; while a
+    session (the trading service) holds a transaction on the table, the migration gives up after
+    lock_timeout instead of queueing, so the trading session and every later query go on."""
+    assert db.cli("up").returncode == 0
+    d = db.mig_copy()
+    nxt = max(int(p.name[:3]) for p in d.glob("[0-9][0-9][0-9]_*.sql")) + 1
+    (d / f"{nxt:03d}_add_order_note.sql").write_text("ALTER TABLE orders ADD COLUMN note TEXT;\n")
+    dsn = db.pg.dsn(db.name, ROLE, PASSWORD)
+    with psycopg.connect(dsn) as trading:
+        trading.execute("INSERT INTO orders (client_order_id, exchange, symbol, side, quantity, price, status) "
+                        "VALUES ('lock-1', 'coinbase', 'BTC-USD', 'buy', 1, 1, 'working')")
+        t0 = time.monotonic()
+        proc = db.cli("--json", "--ddl-lock-timeout", "1s", "up", mig_dir=d)
+        waited = time.monotonic() - t0
+        assert proc.returncode != 0
+        message = js(proc)["error"]["message"]
+        assert "lock_timeout" in message and "[55P03]" in message, message
+        assert waited < 15, f"the migration waited {waited:.1f}s"
+        # The trading session was never blocked: it goes on writing and commits.
+        trading.execute("INSERT INTO orders (client_order_id, exchange, symbol, side, quantity, price, status) "
+                        "VALUES ('lock-2', 'coinbase', 'BTC-USD', 'buy', 1, 1, 'working')")
+    assert db.query("SELECT count(*) FROM orders WHERE client_order_id LIKE 'lock-%'") == [(2,)]
+    assert nxt not in db.versions()
+    assert "note" not in {r[0] for r in db.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'")}

@@ -51,11 +51,13 @@ pkg_installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
 }
 
-# apt_get ARGS...: apt-get, one at a time per host. dpkg's own lock has a timeout option but
-# `apt-get update`'s lists lock does not, so two steps of one host (or an operator) would
-# otherwise make the second fail at once with "Could not get lock /var/lib/apt/lists/lock".
+# apt_get ARGS...: apt-get, one at a time. dpkg's own lock has a timeout option but the lists
+# and archives locks do not, so two steps of one host (or an operator) would otherwise make the
+# second fail at once with "Could not get lock /var/lib/apt/lists/lock". The lock file sits in
+# the archives directory so that hosts sharing one (the lab's bind-mounted package cache) take
+# turns there too ("Could not get lock /var/cache/apt/archives/lock. It is held by process 0").
 apt_get() {
-  flock -w 900 /run/lock/hft-deploy-apt.lock apt-get "$@"
+  flock -w 900 /var/cache/apt/archives/hft-deploy.lock apt-get "$@"
 }
 
 apt_update_once() {
