@@ -103,9 +103,13 @@ class Topology:
                 out.append(cidr)
         return out
 
+    def api_url_from(self, src: "HostRef", app: AppPlacement) -> str:
+        """How a process on ``src`` reaches one app placement's control API."""
+        return app.api_url if src.name == app.host.name else f"http://{app.host.address}:{self.api_port}"
+
     def scrape_target(self, app: AppPlacement) -> str:
         """How Prometheus (on the monitoring host) reaches one app placement's metrics."""
-        return f"{self.address(self.monitoring, app.host)}:{self.api_port}"
+        return self.api_url_from(self.monitoring, app).removeprefix("http://")
 
     def node_targets(self, port: int) -> list[str]:
         return [f"{self.address(self.monitoring, h)}:{port}" for h in self.hosts]
@@ -140,12 +144,15 @@ def build(hosts: Sequence["HostRef"], placements: Mapping[str, str], release: Re
     if problems:
         raise TopologyError(problems)
     monitoring = by_name[placements["monitoring"]]
+    app_hosts = {placements[f"app:{c}"] for c in colors}
     apps = []
     for c in colors:
         host = by_name[placements[f"app:{c}"]]
         primary = c == release.live
-        # Loopback unless Prometheus scrapes it from another host (then the host's own address).
-        bind = LOOPBACK if host.name == monitoring.name else host.address
+        # Loopback unless something on another host needs it: Prometheus scraping it, or the
+        # cutover (run on the color to be live) fencing it. Writes need the API token anyway.
+        alone = host.name == monitoring.name and app_hosts == {host.name}
+        bind = LOOPBACK if alone else host.address
         apps.append(AppPlacement(f"app:{c}", c, host, release.of(c).version,  # type: ignore[union-attr]
                                  "primary" if primary else "standby", primary and trading_enabled,
                                  bind, f"http://{bind}:{api_port}"))

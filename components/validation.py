@@ -38,6 +38,8 @@ class ValidationArgs:
     """The newest migration in the repository."""
     prometheus_url: str
     """How this host reaches Prometheus."""
+    scrape_target: str
+    """This placement's target as Prometheus scrapes it (host:port)."""
     after: Sequence[pulumi.Resource]
     """Steps that must have run first."""
     fingerprint_of: Sequence[str] = field(default_factory=list)
@@ -58,7 +60,7 @@ class Validation(pulumi.ComponentResource):
             "HFT_DB_NAME": db.name, "HFT_DB_USER": db.user,
             "HFT_EXPECTED_SCHEMA_VERSION": str(args.expected_schema_version),
             "HFT_LOG_DIR": svc.log_dir, "HFT_PROMETHEUS": args.prometheus_url,
-            "HFT_EXPECTED_VERSION": app.version.lstrip("v").split("-")[0], "HFT_COLOR": app.color,
+            "HFT_EXPECTED_VERSION": app.version.lstrip("v").split("-")[0], "HFT_SCRAPE_TARGET": args.scrape_target,
         })
         command = self.step.create(args.server.connection, self, depends_on=list(args.after))
         self.report = report_from_stdout(command.stdout, "HFT_VALIDATION_REPORT")

@@ -83,7 +83,7 @@ def test_one_service_and_validation_per_app_placement(tmp_path) -> None:
     mocks, d = run_stack("prod", tmp_path)
     assert set(d.services) == set(d.validations) == {"blue", "green"}
     assert d.validations["green"].step.env["HFT_PROMETHEUS"] == "http://10.0.0.10:9090"
-    assert d.validations["blue"].step.env["HFT_API"] == "http://127.0.0.1:8080"
+    assert d.validations["blue"].step.env["HFT_API"] == "http://10.0.0.10:8080"
     assert d.validations["green"].step.env["HFT_API"] == "http://10.0.0.11:8080"
 
 
@@ -101,7 +101,7 @@ def test_prometheus_scrapes_every_app_placement_and_every_host(tmp_path) -> None
     doc = yaml.safe_load(d.monitoring.step.files["prometheus.yml"])
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
     apps = {c["labels"]["color"]: c["targets"] for c in jobs["hft_system"]["static_configs"]}
-    assert apps == {"blue": ["127.0.0.1:8080"], "green": ["10.0.0.11:8080"]}
+    assert apps == {"blue": ["10.0.0.10:8080"], "green": ["10.0.0.11:8080"]}
     assert jobs["node_exporter"]["static_configs"][0]["targets"] == ["127.0.0.1:9100", "10.0.0.11:9100"]
     assert set(d.fleet.exporters) == {"hft-prod-01", "hft-prod-02"}
 

@@ -57,9 +57,10 @@ def deployed(tmp_path_factory):
 
 
 def status(host: str) -> dict:
-    """The service's own view (GET /status), asked on its host at the address it listens on."""
-    bind = "127.0.0.1" if host == BLUE_HOST else json.loads(lab("inventory").stdout)["hosts"][host]["address"]
-    return json.loads(on_host(f"curl -sf http://{bind}:8080/api/v1/status", host=host))
+    """The service's own view (GET /status), asked on its host at the address it listens on
+    (its own address: the other color's cutover and the monitoring host reach it there)."""
+    address = json.loads(lab("inventory").stdout)["hosts"][host]["address"]
+    return json.loads(on_host(f"curl -sf http://{address}:8080/api/v1/status", host=host))
 
 
 def test_first_up_ends_with_blue_primary_and_green_standby_validated(deployed) -> None:

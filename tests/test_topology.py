@@ -47,11 +47,15 @@ def test_a_single_host_stack_listens_on_loopback_only() -> None:
     assert topo.db_listen() == ["localhost"] and topo.db_clients() == ["127.0.0.1/32"]
 
 
-def test_the_api_binds_to_loopback_unless_prometheus_scrapes_it_from_another_host() -> None:
-    topo = prod()
+def test_the_api_binds_to_loopback_only_where_nothing_on_another_host_needs_it() -> None:
+    single = build((A,), {"app:blue": A.name, "db": A.name, "monitoring": A.name},
+                   ReleaseSettings("blue", V1, None), False, 8080)
+    assert single.apps[0].api_bind == LOOPBACK and single.scrape_target(single.apps[0]) == "127.0.0.1:8080"
+    topo = prod()   # the cutover on one color's host fences the other: both listen on their address
     bind = {a.color: a.api_bind for a in topo.apps}
-    assert bind == {"blue": LOOPBACK, "green": B.address}
-    assert [topo.scrape_target(a) for a in topo.apps] == ["127.0.0.1:8080", "10.0.0.11:8080"]
+    assert bind == {"blue": A.address, "green": B.address}
+    assert [topo.scrape_target(a) for a in topo.apps] == ["10.0.0.10:8080", "10.0.0.11:8080"]
+    assert topo.api_url_from(B, topo.apps[0]) == "http://10.0.0.10:8080"
     assert topo.node_targets(9100) == ["127.0.0.1:9100", "10.0.0.11:9100"]
     assert topo.prometheus_url(B) == "http://10.0.0.10:9090"
 

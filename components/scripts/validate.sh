@@ -14,7 +14,8 @@
 #   HFT_LOG_DIR                  /var/log/hft_system
 #   HFT_PROMETHEUS               http://127.0.0.1:9090
 #   HFT_EXPECTED_VERSION         e.g. 1.0.0 (a leading "v" is ignored)
-#   HFT_COLOR                    the placement's color: its scrape target is up{job="hft_system",color=...}
+#   HFT_SCRAPE_TARGET            this placement's target as Prometheus scrapes it (host:port): the check
+#                                reads up{job="hft_system",instance=...} (a target moved away stays 0 for a while)
 #   HFT_SCRAPE_TIMEOUT           seconds to wait for that target to be up (default 15)
 # payload: lib.sh
 # stdin: the database password (one line), or nothing: then it is read from DB_PASSWORD in
@@ -116,14 +117,14 @@ if out=$(curl -fsS --max-time 5 "$HFT_PROMETHEUS/-/healthy" 2>&1); then
   pass "Monitoring configured" "Prometheus healthy"
   deadline=$((SECONDS + ${HFT_SCRAPE_TIMEOUT:-15}))
   while :; do
-    up=$(curl -fsS --max-time 5 -G "$HFT_PROMETHEUS/api/v1/query" --data-urlencode "query=up{job=\"hft_system\",color=\"${HFT_COLOR:-blue}\"}" 2>/dev/null \
+    up=$(curl -fsS --max-time 5 -G "$HFT_PROMETHEUS/api/v1/query" --data-urlencode "query=up{job=\"hft_system\",instance=\"$HFT_SCRAPE_TARGET\"}" 2>/dev/null \
          | jq -r '[.data.result[]?.value[1]] | if length == 0 then "no target" else join(",") end' 2>/dev/null)
     [ "$up" = 1 ] && break
     [ "$SECONDS" -ge "$deadline" ] && break
     sleep 1
   done
-  if [ "$up" = 1 ]; then pass "Prometheus scraping hft_system" 'up{job="hft_system"} == 1'
-  else fail "Prometheus scraping hft_system" "up{job=\"hft_system\"} = ${up:-no answer}"; fi
+  if [ "$up" = 1 ]; then pass "Prometheus scraping hft_system" "up{instance=\"$HFT_SCRAPE_TARGET\"} == 1"
+  else fail "Prometheus scraping hft_system" "up{job=\"hft_system\",instance=\"$HFT_SCRAPE_TARGET\"} = ${up:-no answer}"; fi
 else
   fail "Monitoring configured" "$HFT_PROMETHEUS/-/healthy: $out"
   fail "Prometheus scraping hft_system" "Prometheus not responding"
