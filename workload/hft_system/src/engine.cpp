@@ -726,7 +726,9 @@ Reply Engine::status() {
            {"trading_enabled", trading_enabled_},
            {"trading_active", trading_allowed_locked()},
            {"trading_stopped_reason",
-            stopped_reason_.empty() ? json(nullptr) : json(stopped_reason_)},
+            !stopped_reason_.empty()          ? json(stopped_reason_)
+            : my_epoch_ > 0 && !holds_lease() ? json("lease renewal overdue (stopping)")
+                                               : json(nullptr)},
            {"node_id", node_id_},
            {"lease", lease_json()},
            {"killswitch",
