@@ -902,13 +902,15 @@ def test_no_token_means_read_only_api(make_instance, database):
     assert inst.logs().count("API is READ-ONLY: HFT_API_TOKEN is not set") == 1
 
 
-def test_bind_defaults_to_loopback(make_instance, database):
+def test_bind_and_node_id_defaults(make_instance, database):
     inst = make_instance(database, role="standby", trading=False)
     cfg = dict(inst.config)
     cfg["api"] = {"port": inst.port}  # no bind: the default
+    del cfg["node_id"]  # the default: the hostname
     inst.write_config(cfg)
     inst.start()
     assert inst.get("/config")[1]["api"]["bind"] == "127.0.0.1"
+    assert inst.get("/status")[1]["node_id"] == socket.gethostname()
     assert "API listening on 127.0.0.1:" in inst.logs()
     # another loopback address of this host: nothing listens there (not 0.0.0.0)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -1171,6 +1173,9 @@ def test_paused_primary_is_fenced_after_expiry(make_instance, cluster, database)
     st = wait_for(lambda: (s := a.get("/status")[1])["trading_active"] is False and s, 5,
                   "a stops trading after waking up")
     assert "lease" in st["trading_stopped_reason"]
+    st = wait_for(lambda: (s := a.get("/status")[1])["trading_enabled"] is False and s, 5,
+                  "a turns trading off by itself")
+    assert "lease lost" in st["trading_stopped_reason"]
     time.sleep(0.5)
     assert order_count(cluster, database, f"epoch = 1 AND updated_at > '{took_over}' "
                        "AND status <> 'cancelled'") == 0
