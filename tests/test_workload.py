@@ -38,6 +38,8 @@ INSTALL_HINT = "install with: tools/install-apt-deps.sh deps/apt/workload.txt"
 DB_USER = "hft_user"
 DB_PASSWORD = "wl-db-" + uuid.uuid4().hex[:12]
 EXCHANGE_KEY = "wl-key-" + uuid.uuid4().hex[:12]
+API_TOKEN = "wl-token-" + uuid.uuid4().hex  # HFT_API_TOKEN of the instances
+USE_TOKEN = object()  # Instance.request: send the instance's own token
 TICK_MS = 20
 
 
@@ -125,6 +127,13 @@ def db_rows(pg, dbname: str, sql: str, params=()):
         return conn.execute(sql, params).fetchall()
 
 
+def db_exec(pg, dbname: str, sql: str, params=()) -> None:
+    """A statement that returns no rows (UPDATE, INSERT without RETURNING, ...)."""
+    with psycopg.connect(pg.dsn(dbname, user=DB_USER, password=DB_PASSWORD),
+                         autocommit=True) as conn:
+        conn.execute(sql, params)
+
+
 class Instance:
     """One hft_system process with its config file, logs and HTTP helpers."""
 
@@ -167,12 +176,17 @@ class Instance:
         return self
 
     def request(self, method: str, path: str, body=None, raw: bytes | None = None,
-                content_type: str = "application/json"):
+                content_type: str = "application/json", token=USE_TOKEN):
+        """token: the instance's HFT_API_TOKEN by default, None for no header, or a string."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v1{path}", data=data,
                                      method=method)
         if data is not None:
             req.add_header("Content-Type", content_type)
+        if token is USE_TOKEN:
+            token = self.env.get("HFT_API_TOKEN")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 status, text, ctype = resp.status, resp.read().decode(), resp.headers["Content-Type"]
@@ -183,8 +197,8 @@ class Instance:
             return status, json.loads(text)
         return status, text
 
-    def get(self, path):
-        return self.request("GET", path)
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
 
     def post(self, path, body=None, **kw):
         return self.request("POST", path, body, **kw)
@@ -192,8 +206,8 @@ class Instance:
     def put(self, path, body=None, **kw):
         return self.request("PUT", path, body, **kw)
 
-    def delete(self, path):
-        return self.request("DELETE", path)
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
 
     def terminate(self, timeout: float) -> tuple[int, float]:
         """SIGTERM by PID; returns (exit code, seconds until exit)."""
@@ -224,6 +238,7 @@ def make_instance(binary, cluster, tmp_path):
         config = {
             "role": role,
             "trading_enabled": trading,
+            "node_id": name,  # the default, the hostname, is the same for every instance here
             "api": {"bind": "127.0.0.1", "port": free_port()},
             "log_dir": str(tmp_path / name / "log"),
             "database": {"host": "127.0.0.1", "port": db_port or cluster.port, "name": dbname,
@@ -235,7 +250,7 @@ def make_instance(binary, cluster, tmp_path):
             "tick_interval_ms": TICK_MS,
         }
         config.update(extra)
-        full_env = {"DB_PASSWORD": DB_PASSWORD}
+        full_env = {"DB_PASSWORD": DB_PASSWORD, "HFT_API_TOKEN": API_TOKEN}
         full_env.update(env or {})
         inst = Instance(binary, tmp_path / name, config, full_env)
         started.append(inst)
@@ -320,6 +335,12 @@ BAD_CONFIGS = [
     (lambda c: _set(c, "colour", "blue"), "unknown key 'colour'"),
     (lambda c: _set(c, "api.prot", 8080), "unknown key 'api.prot'"),
     (lambda c: _set(c, "api.port", "8080"), "'api.port' must be an integer, got string \"8080\""),
+    (lambda c: _set(c, "api.bind", "localhost"),
+     "'api.bind' must be an IP address literal (e.g. 127.0.0.1 or ::1), got \"localhost\""),
+    (lambda c: _set(c, "node_id", "a b"), "'node_id' must be 1-128 characters"),
+    (lambda c: _set(c, "lease", {"ttl_ms": 1000, "renew_interval_ms": 600}),
+     "'lease.renew_interval_ms' must be at most half of 'lease.ttl_ms' (1000), got 600"),
+    (lambda c: _set(c, "lease", {"ttl": 1000}), "unknown key 'lease.ttl'"),
     (lambda c: _set(c, "api.port", 70000), "'api.port' must be between 1 and 65535, got 70000"),
     (lambda c: _set(c, "role", "master"), "'role' must be one of primary, standby, got \"master\""),
     (lambda c: _set(c, "trading_enabled", "yes"), "'trading_enabled' must be a boolean"),
@@ -784,3 +805,381 @@ def test_publish_repo_releases_and_strategy_metrics(binary, make_instance, clust
                                            "SELECT DISTINCT metric_name FROM strategy_metrics")}
             assert names == {"daily_pnl_usd", "win_rate", "orders", "position"}
         inst_.kill()
+
+
+# ------------------------------------------------------------------------ restart-only keys
+
+
+def test_restart_keys_cli_and_config_status(binary, make_instance, database):
+    """Issue 12: one list of restart-only keys, the same from the CLI and the API."""
+    proc = run([str(binary), "--restart-keys"])
+    assert proc.returncode == 0, proc.stderr
+    keys = json.loads(proc.stdout)
+    assert {"api.bind", "api.port", "log_dir", "database.host", "database.name", "exchanges",
+            "node_id", "lease.ttl_ms", "lease.renew_interval_ms"} <= set(keys)
+    assert not {"role", "trading_enabled", "tick_interval_ms", "strategies"} & set(keys)
+    inst = make_instance(database, role="standby", trading=False).start()
+    status, body = inst.get("/config/status", token=None)
+    assert status == 200 and body["restart_only_keys"] == keys
+    cfg = json.loads(inst.config_path.read_text())
+    cfg["node_id"] = "renamed"
+    cfg["lease"] = {"ttl_ms": 4000, "renew_interval_ms": 500}
+    inst.write_config(cfg)
+    body = inst.get("/config/status")[1]
+    assert body["restart_required_keys"] == ["node_id", "lease.ttl_ms", "lease.renew_interval_ms"]
+
+
+# ------------------------------------------------------------------------ API security (issue 10)
+
+WRITES = [("PUT", "/config", {"trading_enabled": False}),
+          ("GET", "/config/reload", None),
+          ("POST", "/config/reload", None),
+          ("POST", "/killswitch", {"reason": "auth test"}),
+          ("POST", "/strategies/load", {"config_file": "/nonexistent.json"}),
+          ("POST", "/strategies/mm_btc/stop", None),
+          ("POST", "/strategies/mm_btc/start", None),
+          ("PUT", "/strategies/mm_btc/config", {"paper_trading": True}),
+          ("DELETE", "/strategies/mm_btc", None),
+          ("POST", "/fence", {}),
+          ("POST", "/promote", {})]
+READS = ["/health", "/status", "/config", "/config/status", "/positions", "/strategies",
+         "/strategies/mm_btc", "/metrics"]
+
+
+def test_api_token_required_for_state_changes(make_instance, cluster, database):
+    inst = make_instance(database, role="standby", trading=False,
+                         strategies=[dict(LIVE, autostart=False)]).start()
+    for path in READS:  # read-only GETs stay open
+        assert inst.get(path, token=None)[0] == 200, path
+    before = inst.get("/status")[1]
+    for method, path, body in WRITES:
+        status, err = inst.request(method, path, body, token=None)
+        assert status == 401, (method, path, status, err)
+        assert "Authorization: Bearer" in err["error"], err
+        status, err = inst.request(method, path, body, token="wrong-" + API_TOKEN)
+        assert status == 401 and "not valid" in err["error"], (method, path, err)
+        status, err = inst.request(method, path, body, token=API_TOKEN[:-1])  # a prefix
+        assert status == 401, (method, path)
+        req = urllib.request.Request(f"http://127.0.0.1:{inst.port}/api/v1{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Authorization", "Basic " + API_TOKEN)  # not a bearer token
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 401 and e.value.headers["WWW-Authenticate"].startswith("Bearer")
+    after = inst.get("/status")[1]  # nothing of it happened
+    assert (after["role"], after["trading_enabled"], after["killswitch"]["active"]) == \
+        (before["role"], before["trading_enabled"], False)
+    assert after["strategies"] == before["strategies"]
+    assert db_rows(cluster, database, "SELECT count(*) FROM killswitch_events") == [(0,)]
+
+    # with the right token they work
+    assert inst.put("/config", {"trading_enabled": False})[0] == 200
+    assert inst.get("/config/reload")[0] == 200
+    assert inst.post("/strategies/mm_btc/start")[1]["status"] == "running"
+    assert inst.put("/strategies/mm_btc/config", {"paper_trading": True})[0] == 200
+    assert inst.post("/killswitch", {"reason": "auth test"})[0] == 200
+    assert inst.delete("/strategies/mm_btc")[0] == 200
+    assert inst.post("/fence", {})[0] == 200
+
+    logs = inst.logs()
+    assert API_TOKEN not in logs and all(API_TOKEN not in b for b in inst.bodies)
+    assert "state-changing requests need 'Authorization: Bearer'" in logs
+    assert "READ-ONLY" not in logs
+
+
+def test_no_token_means_read_only_api(make_instance, database):
+    inst = make_instance(database, role="standby", trading=False, strategies=[LIVE],
+                         env={"HFT_API_TOKEN": ""}).start()
+    for method, path, body in WRITES:
+        for token in (None, "anything"):
+            status, err = inst.request(method, path, body, token=token)
+            assert status == 403, (method, path, status)
+            assert err["read_only"] is True and "HFT_API_TOKEN" in err["error"]
+            assert "read-only" in err["error"]
+    for path in READS:
+        assert inst.get(path, token=None)[0] == 200, path
+    assert inst.get("/status")[1]["role"] == "standby"
+    assert inst.logs().count("API is READ-ONLY: HFT_API_TOKEN is not set") == 1
+
+
+def test_bind_and_node_id_defaults(make_instance, database):
+    inst = make_instance(database, role="standby", trading=False)
+    cfg = dict(inst.config)
+    cfg["api"] = {"port": inst.port}  # no bind: the default
+    del cfg["node_id"]  # the default: the hostname
+    inst.write_config(cfg)
+    inst.start()
+    assert inst.get("/config")[1]["api"]["bind"] == "127.0.0.1"
+    assert inst.get("/status")[1]["node_id"] == socket.gethostname()
+    assert "API listening on 127.0.0.1:" in inst.logs()
+    # another loopback address of this host: nothing listens there (not 0.0.0.0)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        assert s.connect_ex(("127.0.0.2", inst.port)) != 0
+    example = json.loads((SRC / "config" / "production.json.example").read_text())
+    assert example["api"]["bind"] == "127.0.0.1"
+
+
+# ------------------------------------------------------------------------ one primary (issue 11)
+
+
+def set_lease(pg, db, holder, epoch, seconds):
+    """What another node would do: hold the lease with this epoch for `seconds`."""
+    db_exec(pg, db, "UPDATE trading_lease SET holder = %s, epoch = %s, expires_at = "
+            "clock_timestamp() + %s * interval '1 second' WHERE book = 'primary'",
+            (holder, epoch, seconds))
+
+
+def insert_order(pg, db, epoch, cid=None, status="working"):
+    cid = cid or "sql-" + uuid.uuid4().hex[:8]
+    return db_rows(pg, db, "INSERT INTO orders (client_order_id, strategy_id, exchange, symbol, "
+                   "side, quantity, price, status, epoch) VALUES (%s, 's', 'binance', 'BTC-USD', "
+                   "'buy', 1, 100, %s, %s) RETURNING id", (cid, status, epoch))[0][0]
+
+
+def fenced(pg, db, sql, params=()):
+    with pytest.raises(psycopg.Error) as e:
+        db_exec(pg, db, sql, params)
+    assert "fenced:" in str(e.value), e.value
+    return str(e.value)
+
+
+def test_database_refuses_stale_epoch(cluster, database):
+    """Migration 006: the database itself refuses a write with a stale fencing token."""
+    # before any fencing-aware node took the lease (epoch 0): writers without an epoch pass
+    assert db_rows(cluster, database, "SELECT epoch, holder FROM trading_lease") == [(0, None)]
+    legacy = insert_order(cluster, database, None)
+    set_lease(cluster, database, "a", 3, 60)
+    current = insert_order(cluster, database, 3)
+    msg = fenced(cluster, database, "INSERT INTO orders (client_order_id, exchange, symbol, side, "
+                 "quantity, price, status, epoch) VALUES ('stale', 'binance', 'BTC-USD', 'buy', 1, "
+                 "100, 'working', 2)")
+    assert "held by a with epoch 3" in msg
+    fenced(cluster, database, "INSERT INTO orders (client_order_id, exchange, symbol, side, "
+           "quantity, price, status) VALUES ('noepoch', 'binance', 'BTC-USD', 'buy', 1, 1, 'new')")
+
+    # a stale node's fill: order update, fill and position in one transaction -> all refused
+    db_exec(cluster, database, "INSERT INTO positions (exchange, symbol, quantity, avg_price, "
+            "epoch) VALUES ('binance', 'BTC-USD', 5, 100, 3)")
+    with psycopg.connect(cluster.dsn(database, user=DB_USER, password=DB_PASSWORD)) as conn:
+        with pytest.raises(psycopg.Error) as e:
+            with conn.transaction():
+                conn.execute("INSERT INTO fills (order_id, exchange, symbol, side, quantity, "
+                             "price, epoch) VALUES (%s, 'binance', 'BTC-USD', 'buy', 1, 100, 2)",
+                             (current,))
+                conn.execute("UPDATE positions SET quantity = 6, epoch = 2")
+                conn.execute("UPDATE orders SET status = 'filled', epoch = 2 WHERE id = %s",
+                             (current,))
+        assert "fenced:" in str(e.value)
+    assert db_rows(cluster, database, "SELECT count(*) FROM fills") == [(0,)]
+    assert db_rows(cluster, database, "SELECT quantity, epoch FROM positions") == [(5, 3)]
+    assert db_rows(cluster, database, "SELECT status FROM orders WHERE id = %s",
+                   (current,)) == [("working",)]
+
+    # the holder itself writes; an expired lease fences it too
+    db_exec(cluster, database, "UPDATE orders SET status = 'filled', epoch = 3 WHERE id = %s",
+            (current,))
+    other = insert_order(cluster, database, 3)
+    set_lease(cluster, database, "a", 3, -1)
+    assert "expired" in fenced(cluster, database, "UPDATE orders SET price = 99 WHERE id = %s",
+                               (other,))
+    # a stale node may cancel (only cancel: no other change) -- it reduces risk
+    set_lease(cluster, database, "b", 4, 60)
+    fenced(cluster, database, "UPDATE orders SET status = 'cancelled', price = 1 WHERE id = %s",
+           (other,))
+    fenced(cluster, database, "UPDATE orders SET status = 'filled' WHERE id = %s", (other,))
+    db_exec(cluster, database, "UPDATE orders SET status = 'cancelled', updated_at = now() "
+            "WHERE id IN (%s, %s)", (other, legacy))
+    # but not the orders of the current holder
+    mine = insert_order(cluster, database, 4)
+    db_exec(cluster, database, "UPDATE trading_lease SET epoch = 4")  # (still b, valid)
+    fenced_msg = None
+    try:
+        db_exec(cluster, database, "UPDATE orders SET status = 'cancelled', epoch = 3 "
+                "WHERE id = %s", (mine,))
+    except psycopg.Error as e:
+        fenced_msg = str(e)
+    assert fenced_msg and "fenced:" in fenced_msg
+    # operator corrections of positions (no epoch) only while nobody holds the lease
+    fenced(cluster, database, "UPDATE positions SET quantity = 7, epoch = NULL")
+    db_exec(cluster, database, "UPDATE trading_lease SET holder = NULL, expires_at = NULL")
+    db_exec(cluster, database, "UPDATE positions SET quantity = 7, epoch = NULL")
+    fenced(cluster, database, "UPDATE positions SET quantity = 8, epoch = 4")  # released
+    fenced(cluster, database, "INSERT INTO orders (client_order_id, exchange, symbol, side, "
+           "quantity, price, status, epoch) VALUES ('late', 'binance', 'BTC-USD', 'buy', 1, 1, "
+           "'new', 4)")
+
+    # 006 is safe to run again (the engine's contract for re-applied files)
+    sql = (ROOT / "migrations" / "006_primary_lease_fencing.sql").read_text()
+    with psycopg.connect(cluster.dsn(database, user=DB_USER, password=DB_PASSWORD)) as conn:
+        conn.execute(sql)
+    assert db_rows(cluster, database, "SELECT count(*), max(epoch) FROM trading_lease") == [(1, 4)]
+
+
+def lease_of(inst):
+    return inst.get("/status")[1]["lease"]
+
+
+def test_two_nodes_promote_fence_cutover(make_instance, cluster, database):
+    a = make_instance(database, name="a", role="standby", trading=False, strategies=[LIVE]).start()
+    b = make_instance(database, name="b", role="standby", trading=False, strategies=[LIVE]).start()
+    assert lease_of(a)["holder"] is None and lease_of(a)["held_by_me"] is False
+
+    status, body = a.post("/promote")
+    assert status == 200, body
+    assert (body["status"], body["node_id"], body["epoch"], body["new_epoch"]) == \
+        ("promoted", "a", 1, True)
+    assert body["role"] == "primary" and body["trading_enabled"] is True
+    assert body["strategies_started"] == []  # LIVE autostarts
+    again = a.post("/promote")[1]  # idempotent: the same epoch
+    assert (again["epoch"], again["new_epoch"]) == (1, False)
+    wait_for(lambda: order_count(cluster, database, "epoch = 1 AND status = 'filled'") >= 2, 15,
+             "orders of a with epoch 1")
+    st = a.get("/status")[1]
+    assert st["trading_active"] is True and st["lease"]["held_by_me"] is True
+    assert st["lease"]["holder"] == "a" and st["lease"]["epoch"] == 1
+    assert st["lease"]["expires_at"].endswith("Z")
+
+    # B cannot become primary while A holds the lease: 409 naming the holder and expiry
+    status, err = b.post("/promote")
+    assert status == 409, err
+    assert "held by a (epoch 1) until" in err["error"]
+    assert err["lease"]["holder"] == "a"
+    status, err = b.put("/config", {"role": "primary", "trading_enabled": True})
+    assert status == 409 and "held by a" in err["error"]
+    st = b.get("/status")[1]
+    assert st["role"] == "standby" and st["trading_active"] is False
+    wait_for(lambda: lease_of(b)["holder"] == "a", 5, "b sees a as the holder")
+
+    # fence A: trading off, orders cancelled and confirmed, lease released
+    status, body = a.post("/fence", {"reason": "cutover to b"})
+    assert status == 200, body
+    assert body["status"] == "fenced" and body["epoch_released"] == 1
+    assert body["working_orders_in_db"] == 0 and body["last_order_at"]
+    assert body["role"] == "standby" and body["trading_enabled"] is False
+    fence_time = db_rows(cluster, database, "SELECT now()")[0][0]
+    assert order_count(cluster, database, "status IN ('new', 'working')") == 0
+    assert db_rows(cluster, database, "SELECT holder, epoch FROM trading_lease") == [(None, 1)]
+    again = a.post("/fence")[1]  # idempotent
+    assert again["already_fenced"] is True and again["epoch_released"] is None
+
+    # while nobody holds it an operator reconciles a position; promotion reloads it
+    # (epoch = NULL marks an operator's write; without it the row keeps a's epoch and the
+    # database refuses it like a write from a)
+    fenced(cluster, database, "UPDATE positions SET quantity = 0.125")
+    db_exec(cluster, database, "UPDATE positions SET quantity = 0.125, avg_price = 49000, "
+            "epoch = NULL WHERE exchange = 'binance' AND symbol = 'BTC-USD'")
+    status, body = b.post("/promote", {"trading_enabled": False})
+    assert status == 200 and body["epoch"] == 2 and body["trading_enabled"] is False, body
+    [pos] = b.get("/positions")[1]["positions"]
+    assert (pos["quantity"], pos["avg_price"]) == (0.125, 49000)
+    status, body = b.post("/promote")
+    assert status == 200 and (body["epoch"], body["new_epoch"]) == (2, False)
+    wait_for(lambda: order_count(cluster, database, "epoch = 2 AND status = 'filled'") >= 2, 15,
+             "orders of b with epoch 2")
+
+    # A can no longer write: nothing of epoch 1 after its fence; its promote is refused
+    assert order_count(cluster, database, "epoch = 1 AND updated_at > %s" % f"'{fence_time}'") == 0
+    status, err = a.post("/promote")
+    assert status == 409 and "held by b (epoch 2)" in err["error"]
+    assert a.put("/config", {"role": "primary", "trading_enabled": True})[0] == 409
+    assert a.get("/status")[1]["trading_active"] is False
+    assert a.get("/health")[0] == 200  # a fenced standby is healthy
+    assert order_count(cluster, database, "epoch = 1 AND updated_at > %s" % f"'{fence_time}'") == 0
+    assert "PROMOTED: b is primary with lease epoch 2" in b.logs()
+    assert "FENCED (cutover to b)" in a.logs()
+
+
+def test_start_as_primary_while_another_holds_the_lease(make_instance, cluster, database):
+    a = make_instance(database, name="a", strategies=[LIVE]).start()
+    assert lease_of(a)["my_epoch"] == 1
+    b = make_instance(database, name="b", strategies=[LIVE]).start(wait_healthy=False)
+    status, body = wait_for(lambda: (r := b.get("/health"))[0] == 503 and "lease" in
+                            r[1]["reason"] and r, 10, "b unhealthy because of the lease")
+    assert "held by a (epoch 1)" in body["reason"]
+    st = b.get("/status")[1]
+    assert st["trading_enabled"] is False and st["trading_active"] is False
+    assert "held by a" in st["trading_stopped_reason"] and st["lease"]["held_by_me"] is False
+    time.sleep(20 * TICK_MS / 1000)
+    assert order_count(cluster, database, "epoch IS DISTINCT FROM 1") == 0
+    # the operator fences a and promotes b
+    assert a.post("/fence")[0] == 200
+    status, body = b.post("/promote")
+    assert status == 200 and body["epoch"] == 2
+    assert b.get("/health")[0] == 200 and b.get("/status")[1]["trading_stopped_reason"] is None
+
+
+FAST_LEASE = {"ttl_ms": 1000, "renew_interval_ms": 200}
+
+
+def test_node_that_loses_its_lease_stops_trading(make_instance, cluster, database):
+    a = make_instance(database, name="a", strategies=[LIVE], lease=FAST_LEASE).start()
+    wait_for(lambda: order_count(cluster, database, "epoch = 1") >= 2, 15, "orders of a")
+    # someone else takes the lease (bump the epoch in SQL)
+    set_lease(cluster, database, "intruder", 2, 60)
+    t0 = time.monotonic()
+    st = wait_for(lambda: (s := a.get("/status")[1])["trading_active"] is False and s, 5,
+                  "a stops trading")
+    assert time.monotonic() - t0 < 0.2 + 0.5  # within the renew interval (+ slack)
+    assert "lease lost" in st["trading_stopped_reason"] and "intruder" in st["trading_stopped_reason"]
+    assert st["trading_enabled"] is False and st["lease"]["held_by_me"] is False
+    status, body = a.get("/health")
+    assert status == 503 and "lease lost" in body["reason"]
+    time.sleep(0.3)
+    stop = db_rows(cluster, database, "SELECT now()")[0][0]
+    time.sleep(20 * TICK_MS / 1000)
+    assert order_count(cluster, database, f"created_at > '{stop}'") == 0
+    assert order_count(cluster, database, "status IN ('new', 'working')") == 0  # it cancelled
+    assert "STOPPED TRADING: lease lost" in a.logs()
+    # once the intruder is gone an operator promotes it again: a new epoch
+    db_exec(cluster, database, "UPDATE trading_lease SET holder = NULL, expires_at = NULL")
+    status, body = a.post("/promote")
+    assert status == 200 and body["epoch"] == 3
+    assert a.get("/health")[0] == 200
+    wait_for(lambda: order_count(cluster, database, "epoch = 3") >= 1, 15, "orders of epoch 3")
+
+
+def test_renewal_refused_stops_trading_without_any_write(make_instance, cluster, database):
+    """No order in flight to hit the database's fence: the renewal alone must notice."""
+    a = make_instance(database, name="a", strategies=[], lease=FAST_LEASE).start()
+    assert lease_of(a)["held_by_me"] is True
+    set_lease(cluster, database, "intruder", 5, 60)
+    t0 = time.monotonic()
+    st = wait_for(lambda: (s := a.get("/status")[1])["trading_enabled"] is False and s, 5,
+                  "a stops trading")
+    assert time.monotonic() - t0 < 0.2 + 0.5
+    assert "renewal of epoch 1 refused" in st["trading_stopped_reason"]
+    assert "held by intruder (epoch 5)" in st["trading_stopped_reason"]
+    assert st["lease"]["holder"] == "intruder" and st["lease"]["my_epoch"] is None
+
+
+def test_paused_primary_is_fenced_after_expiry(make_instance, cluster, database):
+    """Kleppmann's case: the old primary pauses past its lease, another takes over, the old
+    one wakes up believing it is primary. Its writes must fail and it must stop by itself."""
+    a = make_instance(database, name="a", strategies=[LIVE], lease=FAST_LEASE).start()
+    b = make_instance(database, name="b", role="standby", trading=False, strategies=[LIVE],
+                      lease=FAST_LEASE).start()
+    wait_for(lambda: order_count(cluster, database, "epoch = 1") >= 2, 15, "orders of a")
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        status, err = b.post("/promote")
+        assert status == 409  # not expired yet
+        time.sleep(1.3)  # > ttl
+        status, body = b.post("/promote")
+        assert status == 200 and body["epoch"] == 2, body
+        took_over = db_rows(cluster, database, "SELECT now()")[0][0]
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    st = wait_for(lambda: (s := a.get("/status")[1])["trading_active"] is False and s, 5,
+                  "a stops trading after waking up")
+    assert "lease" in st["trading_stopped_reason"]
+    st = wait_for(lambda: (s := a.get("/status")[1])["trading_enabled"] is False and s, 5,
+                  "a turns trading off by itself")
+    assert "lease lost" in st["trading_stopped_reason"]
+    time.sleep(0.5)
+    assert order_count(cluster, database, f"epoch = 1 AND updated_at > '{took_over}' "
+                       "AND status <> 'cancelled'") == 0
+    assert db_rows(cluster, database, "SELECT count(*) FROM fills WHERE epoch = 1 AND "
+                   f"filled_at > '{took_over}'") == [(0,)]
+    wait_for(lambda: order_count(cluster, database, "epoch = 2") >= 1, 15, "orders of b")
+    assert lease_of(b)["held_by_me"] is True and lease_of(a)["holder"] == "b"

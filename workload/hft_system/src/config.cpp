@@ -1,5 +1,8 @@
 #include "config.hpp"
 
+#include <arpa/inet.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -170,6 +173,17 @@ bool Config::has_exchange(const std::string& name) const {
   return false;
 }
 
+static std::string default_node_id() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return "localhost";
+  return buf;
+}
+
+static bool is_ip_literal(const std::string& s) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
 json Config::to_json() const {
   json ex = json::array();
   for (const auto& e : exchanges) ex.push_back({{"name", e.name}, {"enabled", e.enabled}});
@@ -177,6 +191,8 @@ json Config::to_json() const {
   for (const auto& s : strategies) st.push_back(s.to_json());
   json j = {{"role", role},
             {"trading_enabled", trading_enabled},
+            {"node_id", node_id},
+            {"lease", {{"ttl_ms", lease.ttl_ms}, {"renew_interval_ms", lease.renew_interval_ms}}},
             {"api", {{"bind", api_bind}, {"port", api_port}}},
             {"log_dir", log_dir},
             {"database",
@@ -200,10 +216,30 @@ Config load_config_file(const std::string& path) {
   Config c;
   c.role = f.one_of("role", {"primary", "standby"});
   c.trading_enabled = f.boolean("trading_enabled");
+  std::string host = default_node_id();
+  c.node_id = f.str("node_id", &host);
+  static const std::regex node_re("[A-Za-z0-9_.:-]{1,128}");
+  if (!std::regex_match(c.node_id, node_re))
+    throw ConfigError("'node_id' must be 1-128 characters of A-Z a-z 0-9 _ . : -, got \"" +
+                      c.node_id + "\"");
+  if (const json* lease = f.find("lease")) {
+    Fields l(*lease, "lease");
+    c.lease.ttl_ms = l.integer("ttl_ms", 200, 600000, &c.lease.ttl_ms);
+    c.lease.renew_interval_ms =
+        l.integer("renew_interval_ms", 50, 300000, &c.lease.renew_interval_ms);
+    l.no_unknown_keys();
+    if (c.lease.renew_interval_ms * 2 > c.lease.ttl_ms)
+      throw ConfigError("'lease.renew_interval_ms' must be at most half of 'lease.ttl_ms' (" +
+                        std::to_string(c.lease.ttl_ms) + "), got " +
+                        std::to_string(c.lease.renew_interval_ms));
+  }
 
   if (const json* api = f.find("api")) {
     Fields a(*api, "api");
     c.api_bind = a.str("bind", &c.api_bind);
+    if (!is_ip_literal(c.api_bind))
+      throw ConfigError("'api.bind' must be an IP address literal (e.g. 127.0.0.1 or ::1), got \"" +
+                        c.api_bind + "\"");
     c.api_port = a.integer("port", 1, 65535, &c.api_port);
     a.no_unknown_keys();
   }
@@ -284,22 +320,63 @@ StrategyConfig load_strategy_file(const std::string& path, const Config& cfg) {
   }
 }
 
+namespace {
+
+// The restart-only keys and how to tell whether one differs: the single source of truth.
+struct RestartKey {
+  const char* key;
+  bool (*differs)(const Config&, const Config&);
+};
+
+bool exchanges_differ(const Config& a, const Config& b) {
+  if (a.exchanges.size() != b.exchanges.size()) return true;
+  for (size_t i = 0; i < a.exchanges.size(); ++i)
+    if (a.exchanges[i].name != b.exchanges[i].name ||
+        a.exchanges[i].enabled != b.exchanges[i].enabled)
+      return true;
+  return false;
+}
+
+const RestartKey kRestartKeys[] = {
+    {"node_id", [](const Config& a, const Config& b) { return a.node_id != b.node_id; }},
+    {"lease.ttl_ms", [](const Config& a, const Config& b) { return a.lease.ttl_ms != b.lease.ttl_ms; }},
+    {"lease.renew_interval_ms",
+     [](const Config& a, const Config& b) {
+       return a.lease.renew_interval_ms != b.lease.renew_interval_ms;
+     }},
+    {"api.bind", [](const Config& a, const Config& b) { return a.api_bind != b.api_bind; }},
+    {"api.port", [](const Config& a, const Config& b) { return a.api_port != b.api_port; }},
+    {"log_dir", [](const Config& a, const Config& b) { return a.log_dir != b.log_dir; }},
+    {"database.host",
+     [](const Config& a, const Config& b) { return a.database.host != b.database.host; }},
+    {"database.port",
+     [](const Config& a, const Config& b) { return a.database.port != b.database.port; }},
+    {"database.name",
+     [](const Config& a, const Config& b) { return a.database.name != b.database.name; }},
+    {"database.user",
+     [](const Config& a, const Config& b) { return a.database.user != b.database.user; }},
+    {"database.connect_timeout_seconds",
+     [](const Config& a, const Config& b) {
+       return a.database.connect_timeout_seconds != b.database.connect_timeout_seconds;
+     }},
+    {"exchanges", exchanges_differ},
+};
+
+}  // namespace
+
+const std::vector<std::string>& restart_only_keys() {
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> k;
+    for (const auto& rk : kRestartKeys) k.push_back(rk.key);
+    return k;
+  }();
+  return keys;
+}
+
 std::vector<std::string> restart_only_changes(const Config& a, const Config& b) {
   std::vector<std::string> keys;
-  if (a.api_bind != b.api_bind) keys.push_back("api.bind");
-  if (a.api_port != b.api_port) keys.push_back("api.port");
-  if (a.log_dir != b.log_dir) keys.push_back("log_dir");
-  if (a.database.host != b.database.host) keys.push_back("database.host");
-  if (a.database.port != b.database.port) keys.push_back("database.port");
-  if (a.database.name != b.database.name) keys.push_back("database.name");
-  if (a.database.user != b.database.user) keys.push_back("database.user");
-  if (a.database.connect_timeout_seconds != b.database.connect_timeout_seconds)
-    keys.push_back("database.connect_timeout_seconds");
-  bool ex_same = a.exchanges.size() == b.exchanges.size();
-  for (size_t i = 0; ex_same && i < a.exchanges.size(); ++i)
-    ex_same = a.exchanges[i].name == b.exchanges[i].name &&
-              a.exchanges[i].enabled == b.exchanges[i].enabled;
-  if (!ex_same) keys.push_back("exchanges");
+  for (const auto& rk : kRestartKeys)
+    if (rk.differs(a, b)) keys.push_back(rk.key);
   return keys;
 }
 

@@ -39,10 +39,17 @@ struct DatabaseConfig {
   int connect_timeout_seconds = 5;
 };
 
+struct LeaseConfig {
+  int ttl_ms = 5000;             // a lease not renewed for this long is free for another node
+  int renew_interval_ms = 1000;  // the holder renews this often; at most ttl_ms / 2
+};
+
 struct Config {
   std::string role;  // "primary" | "standby"
   bool trading_enabled = false;
-  std::string api_bind = "0.0.0.0";
+  std::string node_id;  // who holds the primary lease; default: the hostname
+  LeaseConfig lease;
+  std::string api_bind = "127.0.0.1";  // an IP literal; loopback unless the config says so
   int api_port = 8080;
   std::string log_dir = "/var/log/hft_system";
   DatabaseConfig database;
@@ -64,7 +71,10 @@ Config load_config_file(const std::string& path);
 // its exchange must be one of cfg's exchanges. Throws ConfigError.
 StrategyConfig load_strategy_file(const std::string& path, const Config& cfg);
 
-// Keys that only take effect after a restart and differ between a and b.
+// The keys that only take effect after a restart: the one list, used by
+// GET /config/status, the reload and `hft_system --restart-keys`.
+const std::vector<std::string>& restart_only_keys();
+// Those of restart_only_keys() that differ between a and b.
 std::vector<std::string> restart_only_changes(const Config& a, const Config& b);
 
 // Environment variable names for an exchange's key, e.g. binance -> BINANCE_API_KEY.

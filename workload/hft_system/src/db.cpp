@@ -32,10 +32,18 @@ bool Db::connect_locked(std::string* err) {
   std::string port = std::to_string(cfg_.port);
   std::string timeout = std::to_string(cfg_.connect_timeout_seconds);
   const char* password = std::getenv("DB_PASSWORD");
+  // tcp_user_timeout: a query sent into a dead network path fails after the connect
+  // timeout instead of hanging until the kernel gives up (many minutes).
+  std::string user_timeout = std::to_string(cfg_.connect_timeout_seconds * 1000);
   std::vector<const char*> keys = {"host", "port", "dbname", "user", "connect_timeout",
-                                   "application_name"};
+                                   "application_name", "tcp_user_timeout"};
   std::vector<const char*> values = {cfg_.host.c_str(), port.c_str(), cfg_.name.c_str(),
-                                     cfg_.user.c_str(), timeout.c_str(), "hft_system"};
+                                     cfg_.user.c_str(), timeout.c_str(), "hft_system",
+                                     user_timeout.c_str()};
+  if (!options_.empty()) {
+    keys.push_back("options");
+    values.push_back(options_.c_str());
+  }
   if (password) {
     keys.push_back("password");
     values.push_back(password);

@@ -27,7 +27,9 @@ struct DbStatement {
 
 class Db {
  public:
-  explicit Db(DatabaseConfig cfg) : cfg_(std::move(cfg)) {}
+  // options: server settings for the session, libpq's "options" (e.g. "-c lock_timeout=5000").
+  explicit Db(DatabaseConfig cfg, std::string options = "")
+      : cfg_(std::move(cfg)), options_(std::move(options)) {}
   ~Db();
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
@@ -46,6 +48,7 @@ class Db {
   DbResult exec_locked(const std::string& sql, const std::vector<std::string>& params);
 
   DatabaseConfig cfg_;
+  std::string options_;
   std::mutex mu_;
   PGconn* conn_ = nullptr;
   std::string last_error_;

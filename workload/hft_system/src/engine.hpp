@@ -3,8 +3,15 @@
 // runs on its own thread, one tick every tick_interval_ms.
 //
 // Trading rule: orders (paper or live) are sent only when role is "primary", trading is
-// enabled, the kill switch is not active and the positions were loaded from the database.
+// enabled, the kill switch is not active, the positions were loaded from the database and
+// this node holds the primary lease (migration 006) with an unexpired local deadline.
 // A standby evaluates its strategies but never sends an order.
+//
+// The lease: one row per book in trading_lease; its epoch is the fencing token that every
+// order, fill and position write carries and that the database checks. A node takes the
+// lease (new epoch) when it starts trading or is promoted, renews it every
+// lease.renew_interval_ms on its own connection and thread, and stops trading by itself
+// when a renewal fails or is overdue.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -50,6 +57,8 @@ class Engine {
   Reply delete_strategy(const std::string& id);
   Reply strategy_config(const std::string& id, const json& body);
   Reply metrics_text();
+  Reply fence(const json& body);
+  Reply promote(const json& body);
 
  private:
   struct Position {
@@ -89,6 +98,31 @@ class Engine {
   double strategy_pnl_locked(const Strategy& s) const;
   void set_trading_enabled_locked(bool on, const std::string& source);
 
+  // ---- the primary lease (fencing)
+  struct LeaseView {  // what the database last said about the lease row
+    bool known = false;
+    long long epoch = 0;
+    std::string holder, expires_at, observed_at, error;
+  };
+  bool holds_lease() const;  // my_epoch_ > 0 and the local deadline has not passed
+  // Takes the lease (a new epoch) if it is free, expired or ours; keeps it if this process
+  // already holds it. false with *code (409 held by another, 503 database) and *why.
+  bool acquire_lease_locked(int* code, std::string* why, bool* already_held);
+  void release_lease_locked(const std::string& why);
+  // Stops trading because the lease is gone: trading off, working orders cancelled, the
+  // reason kept for /status and /health. Any operator action clears the reason.
+  void lease_lost_locked(const std::string& why);
+  bool reload_positions_locked(std::string* err);
+  // Applies role/trading_enabled with the lease: taken (and positions reloaded) when the
+  // node starts to trade, released when it stops. false with *err when it cannot be taken.
+  bool set_trading_state_locked(const std::string& role, bool enabled, const std::string& source,
+                                Reply* err);
+  void lease_loop();
+  LeaseView observe_lease();  // one SELECT on the lease connection (lease_op_mu_ held)
+  std::string describe_lease(const LeaseView& v) const;
+  json lease_json() const;
+  bool is_fenced_error(const std::string& err) const { return err.find("fenced:") != std::string::npos; }
+
   Config started_cfg_;  // as read at start: restart-only keys are compared with it
   Config file_cfg_;     // as last read from disk (start or reload)
   std::string config_path_;
@@ -114,6 +148,18 @@ class Engine {
   std::string startup_db_error_;
   std::atomic<int> tick_interval_ms_;
   std::atomic<int> shutdown_timeout_seconds_;
+
+  std::string node_id_;
+  int lease_ttl_ms_, lease_renew_ms_;
+  Db lease_db_;                  // own connection: renewals never queue behind order writes
+  std::mutex lease_op_mu_;       // serialises lease statements (acquire, renew, release)
+  std::atomic<long long> my_epoch_{0};           // the epoch we hold, 0 = none
+  std::atomic<long long> lease_deadline_ns_{0};  // steady clock; no trading after it
+  mutable std::mutex lease_mu_;  // guards lease_view_
+  LeaseView lease_view_;
+  long long last_epoch_ = 0;     // the last epoch this process held (under mu_)
+  std::string stopped_reason_;   // why this node stopped trading by itself (under mu_)
+  std::thread lease_thread_;
 
   std::atomic<bool> state_loaded_{false};
   std::atomic<bool> stopping_{false};

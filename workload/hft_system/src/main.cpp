@@ -21,7 +21,8 @@ static int usage(const char* why) {
   std::cerr << "hft_system: " << why << "\n"
             << "usage: hft_system --config=PATH\n"
             << "       hft_system --validate-config --config=PATH\n"
-            << "       hft_system --version\n";
+            << "       hft_system --version\n"
+            << "       hft_system --restart-keys   (JSON list of the keys a reload cannot apply)\n";
   return 2;
 }
 
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--version") {
       std::cout << "hft_system " << HFT_VERSION << "\n";
+      return 0;
+    } else if (a == "--restart-keys") {
+      std::cout << json(restart_only_keys()).dump() << "\n";
       return 0;
     } else if (a == "--help" || a == "-h") {
       usage("help");
@@ -79,7 +83,11 @@ int main(int argc, char** argv) {
            std::to_string(getpid()) + "): config " + config_path + ", role " + cfg.role +
            ", trading_enabled " + (cfg.trading_enabled ? "true" : "false") +
            ", strategy_metrics " + (HFT_WRITE_STRATEGY_METRICS ? "on" : "off"));
-  Db db(cfg.database);
+  // A session of ours left idle inside a transaction (this process paused or cut off
+  // mid-write) is ended by the server after one lease TTL, so it cannot hold the lease row
+  // FOR SHARE and block the promotion of another node.
+  Db db(cfg.database,
+        "-c idle_in_transaction_session_timeout=" + std::to_string(cfg.lease.ttl_ms));
   log_info("database " + db.describe() + ", password " +
            (std::getenv("DB_PASSWORD") ? "from DB_PASSWORD" : "not set (DB_PASSWORD)"));
   for (const auto& x : cfg.exchanges) {
@@ -88,10 +96,22 @@ int main(int argc, char** argv) {
              ", API key " + (key && *key ? "present" : "absent"));
   }
 
+  log_info("node " + cfg.node_id + ", primary lease ttl " + std::to_string(cfg.lease.ttl_ms) +
+           " ms, renewed every " + std::to_string(cfg.lease.renew_interval_ms) + " ms");
+  const char* token = std::getenv(kApiTokenEnv);
+  std::string api_token = token ? token : "";
+  if (api_token.empty())
+    log_warn(std::string("API is READ-ONLY: ") + kApiTokenEnv +
+             " is not set, so every state-changing request (PUT, POST, DELETE, "
+             "GET /config/reload) is refused");
+  else
+    log_info(std::string("API: state-changing requests need 'Authorization: Bearer' with ") +
+             kApiTokenEnv + " (set" + (api_token.size() < 16 ? ", shorter than 16 characters: use a longer one" : "") + ")");
+
   Engine engine(cfg, config_path, db);
   httplib::Server server;
   server.new_task_queue = [] { return new httplib::ThreadPool(4); };
-  register_routes(server, engine);
+  register_routes(server, engine, std::move(api_token));
   if (!server.bind_to_port(cfg.api_bind, cfg.api_port)) {
     log_error("api", "cannot listen on " + cfg.api_bind + ":" + std::to_string(cfg.api_port));
     return 1;
