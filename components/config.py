@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from components.baseline import BaselineSettings
+from components.cutover import CutoverSettings
 from components.database import DatabaseSettings
 from components.monitoring import MonitoringSettings
 from components.postgres import PostgresSettings
@@ -51,6 +52,7 @@ class StackSettings:
     placements: dict = setting("placements", MapOf(choice(*PLACEMENTS), HOSTNAME),
                                "which host each part runs on (app:blue, app:green, db, monitoring)", "1.2, 4")
     release: ReleaseSettings = setting("release", Section(ReleaseSettings), "versions per color, live color", "4")
+    cutover: CutoverSettings = setting("cutover", Section(CutoverSettings), "watch window and gates", "4.1 step 8")
     baseline: BaselineSettings = setting("baseline", Section(BaselineSettings), "host tuning", "3.2, 3.3")
     realtime_kernel: RealtimeKernelSettings = setting("realtimeKernel", Section(RealtimeKernelSettings),
                                                       "RT kernel", "3.2 step 2")
@@ -80,6 +82,7 @@ class StackConfig:
     monitoring: MonitoringSettings
     preflight: PreflightSettings
     release: ReleaseSettings
+    cutover: CutoverSettings
     exchange_secret_names: tuple[str, ...] = field(default=())
 
 
@@ -164,7 +167,7 @@ def parse(values: Mapping[str, Any], inventory: Optional[Mapping[str, Any]] = No
     secret_names = tuple(f"{x.upper()}_API_{kind}" for x in top.service.exchanges for kind in ("KEY", "SECRET"))
     cfg = StackConfig(top.environment, top.approval, hosts, topology, top.baseline, top.realtime_kernel,
                       top.postgres, top.database, top.service, top.monitoring, top.preflight, top.release,
-                      secret_names)
+                      top.cutover, secret_names)
     problems += _port_problems(cfg)
     if cfg.environment != "lab" and cfg.service.repository == PLACEHOLDER_REPOSITORY:
         problems.append(f"hft:service.repository = \"{PLACEHOLDER_REPOSITORY}\": expected your hft_system "

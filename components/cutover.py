@@ -48,6 +48,8 @@ class CutoverArgs:
     """For the trading gap, measured from the orders of the two epochs."""
     api_token: pulumi.Input[str]
     """The API token (secret)."""
+    reason: Optional[str]
+    """Why `live` changed (release.reason), carried into the report."""
     after: Sequence[pulumi.Resource]
     """Every color's release and validation."""
 
@@ -67,7 +69,7 @@ class Cutover(pulumi.ComponentResource):
             "HFT_WATCH_SECONDS": str(s.watch_seconds), "HFT_GATE_MAX_ERRORS": str(s.max_new_errors),
             "HFT_GATE_MAX_P99_MS": str(s.max_order_latency_p99_ms),
             "HFT_DB_HOST": topo.address(live.host, topo.db), "HFT_DB_PORT": "5432",
-            "HFT_DB_NAME": db.name, "HFT_DB_USER": db.user,
+            "HFT_DB_NAME": db.name, "HFT_DB_USER": db.user, "HFT_REASON": args.reason or "",
         }, stdin=pulumi.Output.all(args.api_token, args.database.password).apply(lambda t: f"{t[0]}\n{t[1]}\n"))
         command = self.step.create(args.server.connection, self, depends_on=list(args.after), secret=True)
         self.report = pulumi.Output.unsecret(report_from_stdout(command.stdout, "HFT_CUTOVER_REPORT"))

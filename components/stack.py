@@ -18,6 +18,7 @@ import pulumi_random as random
 
 from components.baseline import HostBaseline, HostBaselineArgs
 from components.config import ConfigError, Host, StackConfig
+from components.cutover import Cutover, CutoverArgs
 from components.database import Database, DatabaseArgs
 from components.migrations import Migrations, MigrationsArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -72,6 +73,7 @@ class Fleet:
 class Deployment:
     """The components of one stack, and its outputs."""
     fleet: Fleet
+    cutover: Cutover
     postgres: PostgresServer
     database: Database
     migrations: Migrations
@@ -122,6 +124,11 @@ def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
             fingerprint_of=[service.fingerprint, migrations.fingerprint, monitoring.fingerprint, pg.fingerprint,
                             *fleet.fingerprints(app.host.name)]))
 
+    live = topo.primary
+    cutover = Cutover("live", CutoverArgs(
+        fleet.servers[live.host.name], topo, cfg.cutover, database, api_token, cfg.release.reason,
+        after=[*(s.ready for s in services.values()), *(v.ready for v in validations.values())]))
+
     outputs = {
         "environment": cfg.environment,
         "hosts": {h.name: {"address": h.address,
@@ -136,8 +143,9 @@ def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
         "preflight": {n: s.preflight_report for n, s in fleet.servers.items()},
         "migrations": migrations.report,
         "validation": {c: v.report for c, v in validations.items()},
+        "cutover": cutover.report,
     }
-    return Deployment(fleet, pg, database, migrations, services, monitoring, validations, outputs)
+    return Deployment(fleet, cutover, pg, database, migrations, services, monitoring, validations, outputs)
 
 
 def placements_of(cfg: StackConfig) -> dict[str, str]:

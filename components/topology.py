@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from components.reader import TAG, ConfigError, Section, choice, setting
+from components.reader import TAG, ConfigError, Section, choice, setting, text
 
 COLORS = ("blue", "green")
 PLACEMENTS = tuple(f"app:{c}" for c in COLORS) + ("db", "monitoring")
@@ -35,6 +35,8 @@ class ReleaseSettings:
                                            optional=True)
     green: Optional[ColorRelease] = setting("green", Section(ColorRelease), "green's release", "4.1",
                                             optional=True)
+    reason: Optional[str] = setting("reason", text(200), "why `live` last changed (the cutover report and the "
+                                    "rollback notice carry it)", "5.1 step 6", optional=True)
 
     def of(self, color: str) -> Optional[ColorRelease]:
         return getattr(self, color)

@@ -48,6 +48,7 @@ class ValidationArgs:
 
 class Validation(pulumi.ComponentResource):
     report: pulumi.Output[dict]
+    ready: pulumi.Resource
 
     def __init__(self, name: str, args: ValidationArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hft:app:Validation", name, None, opts)
@@ -63,5 +64,6 @@ class Validation(pulumi.ComponentResource):
             "HFT_EXPECTED_VERSION": app.version.lstrip("v").split("-")[0], "HFT_SCRAPE_TARGET": args.scrape_target,
         })
         command = self.step.create(args.server.connection, self, depends_on=list(args.after))
+        self.ready = command
         self.report = report_from_stdout(command.stdout, "HFT_VALIDATION_REPORT")
         self.register_outputs({"report": self.report})

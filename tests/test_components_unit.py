@@ -169,3 +169,24 @@ def test_moving_a_placement_replaces_its_release_step_deleting_first(tmp_path) -
     mocks, _ = run_stack("prod", tmp_path)
     (green,) = [r for r in mocks.resources if r.name == "app-green-release"]
     assert plain(green.inputs)["triggers"] == ["hft-prod-02"]
+
+
+def test_the_cutover_runs_on_the_live_colors_host_and_fences_the_others(tmp_path) -> None:
+    mocks, d = run_stack("prod", tmp_path)
+    step = d.cutover.step
+    assert step.env["HFT_TO_COLOR"] == "blue" and step.env["HFT_TO_API"] == "http://10.0.0.10:8080"
+    assert step.env["HFT_OTHERS"] == "green=http://10.0.0.11:8080"
+    assert step.env["HFT_WATCH_SECONDS"] == "1800"       # runbook 4.1 step 8: 30 minutes
+    (switch,) = [r for r in mocks.resources if r.name == "live-switch"]
+    assert plain(switch.inputs)["connection"]["host"] == "10.0.0.10"
+    assert "mock-api-token" in plain(switch.inputs)["stdin"]
+
+
+def test_setting_live_back_is_the_same_switch_the_other_way(tmp_path) -> None:
+    values = stack_values("prod")
+    values["release"]["live"] = "green"
+    mocks, d = run_stack("prod", tmp_path, values)
+    assert d.cutover.step.env["HFT_TO_COLOR"] == "green"
+    assert d.cutover.step.env["HFT_OTHERS"] == "blue=http://10.0.0.10:8080"
+    (switch,) = [r for r in mocks.resources if r.name == "live-switch"]
+    assert plain(switch.inputs)["connection"]["host"] == "10.0.0.11"

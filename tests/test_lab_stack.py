@@ -98,7 +98,10 @@ def test_prometheus_scrapes_both_colors_and_both_hosts(deployed) -> None:
         if len(up) >= 4 and set(up.values()) == {"1"} or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert up.get(("hft_system", "blue")) == "1" and up.get(("hft_system", "green")) == "1", up
+    diagnosis = on_host("systemctl status hft_system --no-pager | head -5; journalctl -u hft_system -n 5 --no-pager",
+                        host=GREEN_HOST, check=False)
+    targets = on_host("curl -s http://127.0.0.1:9090/api/v1/targets", check=False)[:3000]
+    assert up.get(("hft_system", "blue")) == "1" and up.get(("hft_system", "green")) == "1", (up, diagnosis, targets)
     assert sum(1 for (job, _), v in up.items() if job == "node_exporter" and v == "1") == 2, up
 
 

@@ -13,7 +13,7 @@ V1, V2 = ColorRelease("v1.0.0"), ColorRelease("v1.1.0")
 
 def prod(placements=None, release=None, hosts=(A, B)):
     placements = placements or {"app:blue": A.name, "app:green": B.name, "db": A.name, "monitoring": A.name}
-    return build(hosts, placements, release or ReleaseSettings("blue", V1, V2), True, 8080)
+    return build(hosts, placements, release or ReleaseSettings("blue", V1, V2, None), True, 8080)
 
 
 def problems(**kw) -> list[str]:
@@ -43,13 +43,13 @@ def test_the_database_listens_and_admits_exactly_the_app_hosts() -> None:
 
 def test_a_single_host_stack_listens_on_loopback_only() -> None:
     topo = build((A,), {"app:blue": A.name, "db": A.name, "monitoring": A.name},
-                 ReleaseSettings("blue", V1, None), False, 8080)
+                 ReleaseSettings("blue", V1, None, None), False, 8080)
     assert topo.db_listen() == ["localhost"] and topo.db_clients() == ["127.0.0.1/32"]
 
 
 def test_the_api_binds_to_loopback_only_where_nothing_on_another_host_needs_it() -> None:
     single = build((A,), {"app:blue": A.name, "db": A.name, "monitoring": A.name},
-                   ReleaseSettings("blue", V1, None), False, 8080)
+                   ReleaseSettings("blue", V1, None, None), False, 8080)
     assert single.apps[0].api_bind == LOOPBACK and single.scrape_target(single.apps[0]) == "127.0.0.1:8080"
     topo = prod()   # the cutover on one color's host fences the other: both listen on their address
     bind = {a.color: a.api_bind for a in topo.apps}
@@ -75,13 +75,13 @@ def test_a_placement_on_an_undeclared_host_is_refused_naming_both() -> None:
 
 def test_a_live_color_without_a_placement_is_refused() -> None:
     found = problems(placements={"app:blue": A.name, "db": A.name, "monitoring": A.name},
-                     release=ReleaseSettings("green", V1, None))
+                     release=ReleaseSettings("green", V1, None, None))
     assert any('hft:release.live = "green": expected a color with an app placement (app:blue)' in p for p in found)
 
 
 def test_a_placed_color_without_a_release_and_a_release_without_a_placement_are_refused() -> None:
     found = problems(placements={"app:blue": A.name, "db": A.name, "monitoring": A.name},
-                     release=ReleaseSettings("blue", None, V2))
+                     release=ReleaseSettings("blue", None, V2, None))
     assert "hft:release.blue is missing: expected {version: vX.Y.Z} for placement app:blue" in found
     assert any(p.startswith("hft:release.green = (set): expected a placement app:green") for p in found)
 

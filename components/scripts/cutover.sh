@@ -22,6 +22,7 @@
 #   HFT_GATE_MAX_ERRORS   most new errors (hft_errors_total) tolerated in the window
 #   HFT_GATE_MAX_P99_MS   highest order latency p99 tolerated in the window, in ms
 #   HFT_DB_HOST HFT_DB_PORT HFT_DB_NAME HFT_DB_USER   the database, as reached from this host
+#   HFT_REASON            why live changed (release.reason; may be empty), kept in the report
 # payload: lib.sh
 # stdin: line 1 the API token, line 2 the database password (never printed)
 set -euo pipefail
@@ -54,11 +55,12 @@ sql() { PGPASSFILE=$passfile PGCONNECT_TIMEOUT=5 psql -X -A -t -q -v ON_ERROR_ST
 now_ms() { date +%s%3N; }
 report() {  # report STATUS REASON
   printf 'HFT_CUTOVER_REPORT=%s\n' "$(jq -cn --arg status "$1" --arg reason "$2" --arg to "$HFT_TO_COLOR" \
+    --arg why "${HFT_REASON:-}" \
     --arg from "${from_color:-}" --argjson epoch "${epoch:-null}" --argjson old_epoch "${old_epoch:-null}" \
     --argjson started "${started_ms:-null}" --argjson ended "$(now_ms)" --argjson gap_ms "${gap_ms:-null}" \
     --arg to_version "${to_version:-}" --arg from_version "${from_version:-}" \
     --argjson watched "${watched:-0}" --argjson errors "${new_errors:-null}" --argjson p99_ms "${p99_ms:-null}" \
-    '{status: $status, reason: $reason, from: $from, to: $to, from_version: $from_version, to_version: $to_version,
+    '{status: $status, reason: $reason, why: $why, from: $from, to: $to, from_version: $from_version, to_version: $to_version,
       epoch: $epoch, previous_epoch: $old_epoch, started_ms: $started, ended_ms: $ended, trading_gap_ms: $gap_ms,
       watched_seconds: $watched, gate: {new_errors: $errors, order_latency_p99_ms: $p99_ms}}')"
 }
