@@ -36,24 +36,28 @@ def deployed(tmp_path_factory):
     was_running = {h: inventory.get(h, {}).get("running", False) for h in (*HOSTS, SPARE_HOST)}
     releases = str(REPO / "tools" / "serve-releases.sh")
     was_serving = subprocess.run([releases, "running"]).returncode == 0
-    lab("up", *HOSTS, SPARE_HOST, timeout=1800)
-    subprocess.run([releases, "start"], check=True)
-    project = project_copy(tmp_path_factory.mktemp("project"))
-    cli = lab_cli(project, tmp_path_factory.mktemp("state"))
-    cli.init()
-    t0 = time.monotonic()
-    up = cli.run("up", "--yes", "--skip-preview", timeout=3600)
-    TIMINGS["first up"] = time.monotonic() - t0
-    yield cli, up
-    t0 = time.monotonic()
-    cli.run("destroy", "--yes", "--skip-preview", timeout=1800, check=False)
-    TIMINGS["destroy"] = time.monotonic() - t0
-    print("lab stack timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
-    for host, running in was_running.items():  # leave the lab as the test found it
-        if not running:
-            lab("destroy", host, check=False)
-    if not was_serving:
-        subprocess.run([releases, "stop"], check=False)
+    cli = None
+    try:
+        lab("up", *HOSTS, SPARE_HOST, timeout=1800)
+        subprocess.run([releases, "start"], check=True)
+        project = project_copy(tmp_path_factory.mktemp("project"))
+        cli = lab_cli(project, tmp_path_factory.mktemp("state"))
+        cli.init()
+        t0 = time.monotonic()
+        up = cli.run("up", "--yes", "--skip-preview", timeout=3600)
+        TIMINGS["first up"] = time.monotonic() - t0
+        yield cli, up
+    finally:  # also when the first up failed: leave the lab as the test found it
+        if cli is not None:
+            t0 = time.monotonic()
+            cli.run("destroy", "--yes", "--skip-preview", timeout=1800, check=False)
+            TIMINGS["destroy"] = time.monotonic() - t0
+        print("lab stack timings (s):", {k: round(v, 1) for k, v in TIMINGS.items()})
+        for host, running in was_running.items():
+            if not running:
+                lab("destroy", host, check=False)
+        if not was_serving:
+            subprocess.run([releases, "stop"], check=False)
 
 
 def status(host: str) -> dict:
