@@ -1183,3 +1183,84 @@ def test_paused_primary_is_fenced_after_expiry(make_instance, cluster, database)
                    f"filled_at > '{took_over}'") == [(0,)]
     wait_for(lambda: order_count(cluster, database, "epoch = 2") >= 1, 15, "orders of b")
     assert lease_of(b)["held_by_me"] is True and lease_of(a)["holder"] == "b"
+
+
+# ------------------------------------------------------------------------ paper record (migration 007)
+
+
+def paper_since_in_db(pg, db, sid):
+    return db_rows(pg, db, "SELECT paper_since FROM strategies WHERE id = %s", (sid,))[0][0]
+
+
+def iso_time(text: str):
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_paper_since_set_on_load_kept_over_restart_reset_on_switch_back(make_instance, cluster, database,
+                                                                        tmp_path):
+    """Runbook 7.2 step 5: the deployment waits for a strategy's paper time by the workload's own
+    record, so the record must start when the strategy enters paper, survive a restart, end when it
+    goes live and start again when it comes back to paper or is loaded again."""
+    sdir = tmp_path / "strategies"
+    sdir.mkdir()
+    (sdir / "paper_eth.json").write_text(json.dumps(PAPER))
+    a = make_instance(database, name="a", role="standby", trading=False).start()
+    status, body = a.post("/strategies/load", {"config_file": str(sdir / "paper_eth.json")})
+    assert status == 201 and body["paper_trading"] is True
+    since = body["paper_since"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", since), since
+    in_db = paper_since_in_db(cluster, database, "paper_eth")
+    assert abs((iso_time(since) - in_db).total_seconds()) < 0.001
+    assert a.get("/strategies/paper_eth")[1]["paper_since"] == since
+    assert [s["paper_since"] for s in a.get("/strategies")[1]["strategies"]] == [since]
+    # start/stop keep the record
+    assert a.post("/strategies/paper_eth/start")[0] == 200
+    assert a.post("/strategies/paper_eth/stop")[1]["paper_since"] == since
+    # a live strategy has none
+    live = dict(LIVE, autostart=False)
+    (sdir / "mm_btc.json").write_text(json.dumps(live))
+    status, body = a.post("/strategies/load", {"config_file": str(sdir / "mm_btc.json")})
+    assert status == 201 and body["paper_since"] is None
+    assert paper_since_in_db(cluster, database, "mm_btc") is None
+
+    # a restart loads the strategies from their files again: the paper record is the database's
+    rc, _ = a.terminate(timeout=15)
+    assert rc == 0
+    time.sleep(0.05)
+    b = make_instance(database, name="b", role="standby", trading=False, strategies_dir=str(sdir)).start()
+    assert b.get("/strategies/paper_eth")[1]["paper_since"] == since
+    assert b.get("/strategies/mm_btc")[1]["paper_since"] is None
+
+    # live ends it; back to paper starts a new one
+    status, body = b.put("/strategies/paper_eth/config", {"paper_trading": False})
+    assert status == 200 and body["paper_since"] is None
+    assert paper_since_in_db(cluster, database, "paper_eth") is None
+    status, body = b.put("/strategies/paper_eth/config", {"paper_trading": True})
+    assert status == 200 and body["paper_since"] is not None
+    assert iso_time(body["paper_since"]) > iso_time(since)
+    again = body["paper_since"]
+    # unloading ends it too: a strategy loaded again starts a new paper record
+    assert b.delete("/strategies/paper_eth")[0] == 200
+    assert paper_since_in_db(cluster, database, "paper_eth") is None
+    status, body = b.post("/strategies/load", {"config_file": str(sdir / "paper_eth.json")})
+    assert status == 201 and iso_time(body["paper_since"]) > iso_time(again)
+
+
+def test_paper_since_without_migration_007_saves_strategies_and_says_why(make_instance, cluster):
+    """A release with the paper record on a schema without it (007 rolled back): strategies are still
+    saved, paper_since is null (the deployment then refuses paper -> live), and the log says why."""
+    name = "wl_" + uuid.uuid4().hex[:10]
+    cluster.create_database(name, owner=DB_USER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSWORD"] = DB_PASSWORD
+    proc = run([sys.executable, "-m", "migrations", "--dsn", cluster.dsn(name, user=DB_USER), "up", "--to", "6"],
+               cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    inst = make_instance(name, role="standby", trading=False, strategies=[PAPER]).start()
+    wait_for(lambda: db_rows(cluster, name, "SELECT count(*) FROM strategies")[0][0] == 1, 10,
+             "the strategies row")
+    assert inst.get("/strategies/paper_eth")[1]["paper_since"] is None
+    assert inst.post("/strategies/paper_eth/stop")[0] == 200
+    assert db_rows(cluster, name, "SELECT enabled, paper_trading FROM strategies") == [(False, True)]
+    assert "is migration 007 applied?" in inst.logs()
