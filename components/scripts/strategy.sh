@@ -62,8 +62,8 @@ read_token() {
 # api METHOD PATH [BODY]: API_CODE (000 when it does not answer) and API_BODY; writes carry the token
 api() {
   local args=(-sS --max-time 30 -X "$1" -o "$HFT_PAYLOAD/api.out" -w '%{http_code}')
-  [ "$1" = GET ] || args+=(-H @"$auth" -H 'Content-Type: application/json')
-  [ -z "${3:-}" ] || args+=(--data "$3")
+  # writes carry the token and a JSON body ({} when none: a POST without one is answered 400)
+  [ "$1" = GET ] || args+=(-H @"$auth" -H 'Content-Type: application/json' --data "${3:-{\}}")
   rm -f "$HFT_PAYLOAD/api.out"
   API_CODE=$(curl "${args[@]}" "$HFT_API/api/v1$2" 2>"$HFT_PAYLOAD/api.err") || API_CODE=000
   API_BODY=$(cat "$HFT_PAYLOAD/api.out" 2>/dev/null || true)
@@ -116,7 +116,9 @@ if [ "$HFT_MODE" = live ] && [ "$cur_paper" != false ]; then
   elif primary_runs_it_live; then
     ok "$where: standby: the primary ($HFT_PRIMARY_API) runs it live already, having passed the paper-time gate"
   elif [ "$loaded" = 0 ]; then
-    die "$where: refusing to load it live: it has no paper record here. Deploy it with mode: paper first; it may go live after $(human "$min") in paper (minPaperSeconds $min)"
+    also=""
+    [ "$HFT_ROLE" != standby ] || also=", and the primary (${HFT_PRIMARY_API:-unknown}) does not run it live"
+    die "$where: refusing to load it live: it has no paper record here$also. Deploy it with mode: paper first; it may go live after $(human "$min") in paper (minPaperSeconds $min)"
   else
     since=$(jq -r '.paper_since // empty' <<<"$current")
     [ -n "$since" ] || die "$where: refusing to go live: the workload reports no paper_since for it (migration 007 applied? workload release older than the paper record?)"

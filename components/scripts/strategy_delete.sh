@@ -35,8 +35,8 @@ read_token() {
 }
 api() {
   local args=(-sS --max-time 30 -X "$1" -o "$HFT_PAYLOAD/api.out" -w '%{http_code}')
-  [ "$1" = GET ] || args+=(-H @"$auth" -H 'Content-Type: application/json')
-  [ -z "${3:-}" ] || args+=(--data "$3")
+  # writes carry the token and a JSON body ({} when none: a POST without one is answered 400)
+  [ "$1" = GET ] || args+=(-H @"$auth" -H 'Content-Type: application/json' --data "${3:-{\}}")
   rm -f "$HFT_PAYLOAD/api.out"
   API_CODE=$(curl "${args[@]}" "$HFT_API/api/v1$2" 2>"$HFT_PAYLOAD/api.err") || API_CODE=000
   API_BODY=$(cat "$HFT_PAYLOAD/api.out" 2>/dev/null || true)
