@@ -177,7 +177,10 @@ def test_min_paper_seconds_is_a_bounded_number() -> None:
 
 def test_exchange_and_id_are_cross_checked_with_the_service(tmp_path) -> None:
     from components.config import parse
-    cfg = parse(stack_values("prod"))
+    values = stack_values("prod")
+    values.setdefault("service", {})["strategies"] = [   # production.json's inline list
+        {"id": "mm_btc_usd", "symbol": "BTC-USD", "exchange": "coinbase", "max_position": 0.5}]
+    cfg = parse(values)
     s = strategies({"minPaperSeconds": 60, "deployed": {"k": {**MM, "exchange": "kraken"},
                                                          "mm_btc_usd": MM}})
     assert s.problems(cfg.service) == [
