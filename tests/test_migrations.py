@@ -31,6 +31,10 @@ from tests.pgcluster import Cluster, temporary_cluster
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "migrations"
 ROLE, PASSWORD = "hft_user", "Tr4d1ng:pw'with\\odd chars"
+# The repository's migrations: tests add theirs after the newest (NEXT), whatever its number.
+VERSIONS = sorted(int(f.name[:3]) for f in SRC.glob("[0-9][0-9][0-9]_*.sql"))
+LATEST = VERSIONS[-1]
+NEXT = LATEST + 1
 TABLES = {"strategies", "positions", "orders", "fills", "market_data", "risk_limits",
           "killswitch_events", "strategy_metrics", "trading_lease", "schema_version"}
 pytestmark = pytest.mark.timeout(120)
@@ -118,9 +122,9 @@ def test_fresh_apply_creates_contract_schema(db: Db) -> None:
     proc = db.cli("--json", "up")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     doc = js(proc)
-    assert [s["version"] for s in doc["applied"]] == [1, 2, 3, 4, 5, 6]
-    assert doc["current_version"] == 6 and doc["ok"] is True
-    assert [s["transactional"] for s in doc["applied"]] == [True, True, False, True, True, True]
+    assert [s["version"] for s in doc["applied"]] == VERSIONS
+    assert doc["current_version"] == LATEST and doc["ok"] is True
+    assert [s["transactional"] for s in doc["applied"]] == [v != 3 for v in VERSIONS]
     assert any("plain table" in n for s in doc["applied"] for n in s["notices"])
     assert TABLES <= db.tables()
     cols = db.query("SELECT column_name, data_type, numeric_precision, numeric_scale "
@@ -165,38 +169,38 @@ def test_up_to_then_rest_and_human_output(db: Db) -> None:
     lines = [l for l in proc.stdout.splitlines() if l.startswith("applied")]
     assert len(lines) == 2 and lines[0].endswith(" ms")
     st = js(db.cli("--json", "status"))
-    assert st["current_version"] == 2 and st["pending"] == [3, 4, 5, 6]
+    assert st["current_version"] == 2 and st["pending"] == VERSIONS[2:]
 
 
 # -- failures stop everything ----------------------------------------------------------------
 
 def test_failing_migration_rolled_back_whole(db: Db) -> None:
     d = db.mig_copy()
-    (d / "007_half_way.sql").write_text(
+    (d / f"{NEXT:03d}_half_way.sql").write_text(
         "CREATE TABLE t6 (x int);\nINSERT INTO t6 VALUES (1);\nSELECT 1 / 0;\n")
-    (d / "008_after.sql").write_text("CREATE TABLE t8 (x int);\n")
+    (d / f"{NEXT + 1:03d}_after.sql").write_text("CREATE TABLE t8 (x int);\n")
     proc = db.cli("--json", "up", mig_dir=d)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     doc = js(proc)
-    assert doc["failed_version"] == 7 and doc["error"]["kind"] == "migration"
-    assert "007_half_way.sql line 3" in doc["error"]["message"]
+    assert doc["failed_version"] == NEXT and doc["error"]["kind"] == "migration"
+    assert f"{NEXT:03d}_half_way.sql line 3" in doc["error"]["message"]
     assert "division by zero" in doc["error"]["message"]
-    assert [s["version"] for s in doc["applied"]] == [1, 2, 3, 4, 5, 6]
+    assert [s["version"] for s in doc["applied"]] == VERSIONS
     assert "t6" not in db.tables() and "t8" not in db.tables()
-    assert db.versions() == [1, 2, 3, 4, 5, 6]
+    assert db.versions() == VERSIONS
 
 
 def test_failed_concurrent_index_leaves_no_invalid_index(db: Db) -> None:
     assert db.cli("up").returncode == 0
     db.query("INSERT INTO positions (exchange, symbol) VALUES ('x', 'a'), ('x', 'b')")
     d = db.mig_copy()
-    (d / "007_unique_qty.sql").write_text(
+    (d / f"{NEXT:03d}_unique_qty.sql").write_text(
         "-- hft:no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS idx_uq "
         "ON positions (quantity);\n")
     proc = db.cli("up", mig_dir=d)
     assert proc.returncode == 4 and "could not create unique index" in proc.stderr
     assert db.query("SELECT count(*) FROM pg_class WHERE relname = 'idx_uq'") == [(0,)]
-    assert db.versions() == [1, 2, 3, 4, 5, 6]
+    assert db.versions() == VERSIONS
     db.query("UPDATE positions SET quantity = 1 WHERE symbol = 'b'")
     assert db.cli("up", mig_dir=d).returncode == 0
     assert db.query("SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_uq'::regclass") == [(True,)]
@@ -223,7 +227,7 @@ def test_applied_file_changed_or_missing_stops_run(db: Db, breakage: str, expect
 
 
 @pytest.mark.parametrize("extra, expect", [
-    ("008_skips_seven.sql", "gap in migration versions: expected version 7"),
+    (f"{NEXT + 1:03d}_skips_one.sql", f"gap in migration versions: expected version {NEXT}"),
     ("005_second_five.sql", "duplicate migration version(s): 5"),
 ])
 def test_gap_or_duplicate_applies_nothing(db: Db, extra: str, expect: str) -> None:
@@ -237,13 +241,13 @@ def test_gap_or_duplicate_applies_nothing(db: Db, extra: str, expect: str) -> No
 
 def test_runbook_style_file_with_begin_commit_is_refused(db: Db) -> None:
     d = db.mig_copy()
-    (d / "007_runbook_style.sql").write_text(
+    (d / f"{NEXT:03d}_runbook_style.sql").write_text(
         "-- Migration: copied from runbook 6.1\nBEGIN;\nCREATE TABLE x6 (a int);\n"
-        "INSERT INTO schema_version (version, description, applied_at) VALUES (7, 'x', NOW());\n"
+        f"INSERT INTO schema_version (version, description, applied_at) VALUES ({NEXT}, 'x', NOW());\n"
         "COMMIT;\n")
     proc = db.cli("up", mig_dir=d)
     assert proc.returncode == 3
-    assert "007_runbook_style.sql line 2: 'BEGIN' found" in proc.stderr
+    assert f"{NEXT:03d}_runbook_style.sql line 2: 'BEGIN' found" in proc.stderr
     assert db.versions() == []
 
 
@@ -251,18 +255,18 @@ def test_runbook_style_file_with_begin_commit_is_refused(db: Db) -> None:
 
 def test_two_concurrent_runners_apply_once(db: Db) -> None:
     d = db.mig_copy()
-    (d / "007_slow.sql").write_text("SELECT pg_sleep(1.5);\nCREATE TABLE slow7 (x int);\n")
+    (d / f"{NEXT:03d}_slow.sql").write_text("SELECT pg_sleep(1.5);\nCREATE TABLE slow7 (x int);\n")
     first, second = db.popen("--json", "up", mig_dir=d), db.popen("--json", "up", mig_dir=d)
     outs = [p.communicate(timeout=60) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
     applied = [s["version"] for out, _ in outs for s in json.loads(out)["applied"]]
-    assert sorted(applied) == [1, 2, 3, 4, 5, 6, 7]  # each version applied exactly once
-    assert db.versions() == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(applied) == VERSIONS + [NEXT]  # each version applied exactly once
+    assert db.versions() == VERSIONS + [NEXT]
 
 
 def test_second_runner_times_out_with_clear_message(db: Db) -> None:
     d = db.mig_copy()
-    (d / "007_slow.sql").write_text("SELECT pg_sleep(3);\n")
+    (d / f"{NEXT:03d}_slow.sql").write_text("SELECT pg_sleep(3);\n")
     assert db.cli("up", mig_dir=SRC).returncode == 0
     holder = db.popen("up", mig_dir=d)
     time.sleep(1.0)
@@ -285,7 +289,7 @@ def test_no_transaction_migration_with_concurrent_runner_no_deadlock(db: Db) -> 
     assert db.cli("up", mig_dir=d).returncode == 0
     db.query("INSERT INTO orders (client_order_id, exchange, symbol, side, quantity, price, status) "
              "SELECT 'c' || g, 'x', 's' || (g % 50), 'buy', 1, 1, 'new' FROM generate_series(1, 20000) g")
-    (d / "007_cic.sql").write_text(
+    (d / f"{NEXT:03d}_cic.sql").write_text(
         "-- hft:no-transaction\nSELECT pg_sleep(1);\n"
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_orders_symbol_price ON orders (symbol, price);\n")
     a = db.popen("--json", "up", mig_dir=d)
@@ -296,7 +300,7 @@ def test_no_transaction_migration_with_concurrent_runner_no_deadlock(db: Db) -> 
     out_b, err_b = b.communicate(timeout=30)
     assert time.monotonic() - start < 25
     assert a.returncode == 0 and b.returncode == 0, (err_a, err_b)
-    assert [s["version"] for s in json.loads(out_a)["applied"]] == [7]
+    assert [s["version"] for s in json.loads(out_a)["applied"]] == [NEXT]
     assert json.loads(out_b)["applied"] == []
     assert db.query("SELECT indisvalid FROM pg_index WHERE indexrelid = "
                     "'idx_orders_symbol_price'::regclass") == [(True,)]
@@ -316,7 +320,7 @@ def test_engine_threads_share_nothing_but_the_lock(db: Db) -> None:
         t.start()
     for t in threads:
         t.join(60)
-    assert sorted(v for r in results for v in r) == [1, 2, 3, 4, 5, 6], results  # type: ignore[union-attr]
+    assert sorted(v for r in results for v in r) == VERSIONS, results  # type: ignore[union-attr]
 
 
 # -- down, baseline ----------------------------------------------------------------------
@@ -326,7 +330,7 @@ def test_down_to_n_and_up_again(db: Db) -> None:
     sums = db.query("SELECT version, checksum FROM schema_version ORDER BY 1")
     proc = db.cli("--json", "down", "--to", "2")
     assert proc.returncode == 0, proc.stderr
-    assert [s["version"] for s in js(proc)["reverted"]] == [6, 5, 4, 3]
+    assert [s["version"] for s in js(proc)["reverted"]] == VERSIONS[:1:-1]
     assert db.versions() == [1, 2]
     assert not {"risk_limits", "killswitch_events", "strategy_metrics", "trading_lease"} & db.tables()
     assert db.query("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'idx_orders_%'") == [(0,)]
@@ -344,10 +348,10 @@ def test_baseline_adopts_runbook_database(db: Db) -> None:
              "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")  # the runbook's older shape
     assert db.cli("baseline", "--version", "3").returncode == 0
     doc = js(db.cli("--json", "up"))
-    assert [s["version"] for s in doc["applied"]] == [4, 5, 6]
+    assert [s["version"] for s in doc["applied"]] == VERSIONS[3:]
     st = js(db.cli("--json", "status"))
     assert [m["state"] for m in st["migrations"]] == [
-        "below-baseline", "below-baseline", "baseline", "applied", "applied", "applied"]
+        "below-baseline", "below-baseline", "baseline"] + ["applied"] * (LATEST - 3)
     again = db.cli("--json", "baseline", "--version", "3")
     assert again.returncode == 3 and "only for a database with no history" in again.stdout
     assert db.cli("down", "--to", "1").returncode == 3  # nothing ran below the baseline
@@ -370,7 +374,7 @@ def test_backup_change_restore_brings_data_back(db: Db) -> None:
     restored = db.cli("restore", str(dump))
     assert restored.returncode == 0, restored.stderr
     assert db.query("SELECT id, name, config FROM strategies") == [("alpha", "Alpha", {"k": 1})]
-    assert db.versions() == [1, 2, 3, 4, 5, 6]
+    assert db.versions() == VERSIONS
 
 
 def test_password_never_in_argv_or_output(db: Db) -> None:
@@ -417,7 +421,7 @@ def test_standalone_copy_runs_without_the_repository(db: Db) -> None:
                                         "PYTHONPATH": "", "PYTHONSAFEPATH": ""},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert len(js(proc)["applied"]) == 6
+    assert len(js(proc)["applied"]) == LATEST
 
 
 def test_help_documents_exit_codes() -> None:

@@ -1183,3 +1183,225 @@ def test_paused_primary_is_fenced_after_expiry(make_instance, cluster, database)
                    f"filled_at > '{took_over}'") == [(0,)]
     wait_for(lambda: order_count(cluster, database, "epoch = 2") >= 1, 15, "orders of b")
     assert lease_of(b)["held_by_me"] is True and lease_of(a)["holder"] == "b"
+
+
+# ------------------------------------------------------------------------ paper record (migration 007)
+
+
+def paper_since_in_db(pg, db, sid):
+    return db_rows(pg, db, "SELECT paper_since FROM strategies WHERE id = %s", (sid,))[0][0]
+
+
+def iso_time(text: str):
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_paper_since_set_on_load_kept_over_restart_reset_on_switch_back(make_instance, cluster, database,
+                                                                        tmp_path):
+    """Runbook 7.2 step 5: the deployment waits for a strategy's paper time by the workload's own
+    record, so the record must start when the strategy enters paper, survive a restart, end when it
+    goes live and start again when it comes back to paper or is loaded again."""
+    sdir = tmp_path / "strategies"
+    sdir.mkdir()
+    (sdir / "paper_eth.json").write_text(json.dumps(PAPER))
+    a = make_instance(database, name="a", role="standby", trading=False).start()
+    status, body = a.post("/strategies/load", {"config_file": str(sdir / "paper_eth.json")})
+    assert status == 201 and body["paper_trading"] is True
+    since = body["paper_since"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", since), since
+    in_db = paper_since_in_db(cluster, database, "paper_eth")
+    assert abs((iso_time(since) - in_db).total_seconds()) < 0.001
+    assert a.get("/strategies/paper_eth")[1]["paper_since"] == since
+    assert [s["paper_since"] for s in a.get("/strategies")[1]["strategies"]] == [since]
+    # start/stop keep the record
+    assert a.post("/strategies/paper_eth/start")[0] == 200
+    assert a.post("/strategies/paper_eth/stop")[1]["paper_since"] == since
+    # a live strategy has none
+    live = dict(LIVE, autostart=False)
+    (sdir / "mm_btc.json").write_text(json.dumps(live))
+    status, body = a.post("/strategies/load", {"config_file": str(sdir / "mm_btc.json")})
+    assert status == 201 and body["paper_since"] is None
+    assert paper_since_in_db(cluster, database, "mm_btc") is None
+
+    # a restart loads the strategies from their files again: the paper record is the database's
+    rc, _ = a.terminate(timeout=15)
+    assert rc == 0
+    time.sleep(0.05)
+    b = make_instance(database, name="b", role="standby", trading=False, strategies_dir=str(sdir)).start()
+    assert b.get("/strategies/paper_eth")[1]["paper_since"] == since
+    assert b.get("/strategies/mm_btc")[1]["paper_since"] is None
+
+    # live ends it; back to paper starts a new one
+    status, body = b.put("/strategies/paper_eth/config", {"paper_trading": False})
+    assert status == 200 and body["paper_since"] is None
+    assert paper_since_in_db(cluster, database, "paper_eth") is None
+    status, body = b.put("/strategies/paper_eth/config", {"paper_trading": True})
+    assert status == 200 and body["paper_since"] is not None
+    assert iso_time(body["paper_since"]) > iso_time(since)
+    again = body["paper_since"]
+    # unloading ends it too: a strategy loaded again starts a new paper record
+    assert b.delete("/strategies/paper_eth")[0] == 200
+    assert paper_since_in_db(cluster, database, "paper_eth") is None
+    status, body = b.post("/strategies/load", {"config_file": str(sdir / "paper_eth.json")})
+    assert status == 201 and iso_time(body["paper_since"]) > iso_time(again)
+
+
+def test_paper_since_without_migration_007_saves_strategies_and_says_why(make_instance, cluster):
+    """A release with the paper record on a schema without it (007 rolled back): strategies are still
+    saved, paper_since is null (the deployment then refuses paper -> live), and the log says why."""
+    name = "wl_" + uuid.uuid4().hex[:10]
+    cluster.create_database(name, owner=DB_USER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSWORD"] = DB_PASSWORD
+    proc = run([sys.executable, "-m", "migrations", "--dsn", cluster.dsn(name, user=DB_USER), "up", "--to", "6"],
+               cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    inst = make_instance(name, role="standby", trading=False, strategies=[PAPER]).start()
+    wait_for(lambda: db_rows(cluster, name, "SELECT count(*) FROM strategies")[0][0] == 1, 10,
+             "the strategies row")
+    assert inst.get("/strategies/paper_eth")[1]["paper_since"] is None
+    assert inst.post("/strategies/paper_eth/stop")[0] == 200
+    assert db_rows(cluster, name, "SELECT enabled, paper_trading FROM strategies") == [(False, True)]
+    assert "is migration 007 applied?" in inst.logs()
+
+
+# ------------------------------------------------------------------------ strategy.sh against this binary
+
+
+def strategy_step(home: Path, api: str, sid: str, doc: dict, mode: str, state: str, min_paper: int,
+                  role: str = "primary", primary_api: str | None = None, placement: str = "app:blue"):
+    """strategy.sh staged exactly as the Strategy component stages it, run here as root."""
+    from components.remote import script_command
+    from components.strategy import StrategySettings, render_strategy_file
+
+    s = StrategySettings(id=sid, symbol=doc["symbol"], exchange=doc["exchange"], max_position=doc["max_position"],
+                         mode=mode, state=state, name=doc.get("name"))
+    env = {"HFT_STRATEGY_ID": sid, "HFT_MODE": mode, "HFT_STATE": state, "HFT_MIN_PAPER_SECONDS": str(min_paper),
+           "HFT_HOME": str(home), "HFT_USER": "nobody", "HFT_API": api, "HFT_PLACEMENT": placement,
+           "HFT_ROLE": role}
+    if primary_api:
+        env["HFT_PRIMARY_API"] = primary_api
+    text = script_command("strategy.sh", env, {f"{sid}.json": render_strategy_file(s)})
+    return text, run(["sh", "-c", text], timeout=120)
+
+
+def strategy_delete(home: Path, api: str, sid: str):
+    from components.remote import script_command
+    text = script_command("strategy_delete.sh", {"HFT_STRATEGY_ID": sid, "HFT_HOME": str(home), "HFT_API": api,
+                                                  "HFT_PLACEMENT": "app:blue"})
+    return run(["sh", "-c", text], timeout=120)
+
+
+def step_report(proc) -> dict:
+    [line] = [l for l in proc.stdout.splitlines() if l.startswith("HFT_STRATEGY_REPORT=")]
+    return json.loads(line.split("=", 1)[1])
+
+
+def test_strategy_script_add_paper_gate_live_rollback_remove(make_instance, cluster, database, tmp_path):
+    """Runbook 7.2 and 5.3 through the real strategy.sh and a real hft_system: add in paper, a second
+    run changes nothing, live refused before its paper time and allowed after, a parameter change
+    and its revert reload only that strategy (another keeps its counters, position and row), a
+    standby follows the primary, removal unloads it and a restart does not bring it back."""
+    if os.geteuid() != 0:
+        pytest.fail("prerequisite missing: strategy.sh installs root-owned files; run the tests as root")
+    home = tmp_path / "opt" / "hft_system"
+    sdir = home / "config" / "strategies"
+    sdir.mkdir(parents=True)
+    (home / ".env").write_text(f'DB_PASSWORD="x"\nHFT_API_TOKEN="{API_TOKEN}"\n')
+    (home / ".env").chmod(0o600)
+    a = make_instance(database, name="blue", strategies_dir=str(sdir)).start()
+    api = f"http://127.0.0.1:{a.port}"
+    mm = {"name": "BTC-USD market making", "symbol": "BTC-USD", "exchange": "coinbase", "max_position": 0.5}
+    eth = {"symbol": "ETH-USD", "exchange": "binance", "max_position": 2.0}
+
+    # add two strategies in paper; the second run of each changes nothing
+    text, proc = strategy_step(home, api, "mm", mm, "paper", "running", 3)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert API_TOKEN not in text and API_TOKEN not in proc.stdout + proc.stderr
+    assert f"changed: strategy mm on app:blue loaded from {sdir}/mm.json" in proc.stdout
+    rep = step_report(proc)
+    assert rep["status"] == "running" and rep["paper_trading"] is True and rep["paper_since"]
+    st = (sdir / "mm.json").stat()
+    assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == ("0o640", 0, int(run(["id", "-g", "nobody"]).stdout))
+    assert json.loads((sdir / "mm.json").read_text())["paper_trading"] is True
+    _, proc = strategy_step(home, api, "eth", eth, "paper", "running", 3)
+    assert proc.returncode == 0, proc.stderr
+    _, again = strategy_step(home, api, "mm", mm, "paper", "running", 3)
+    assert again.returncode == 0, again.stderr
+    assert [l for l in again.stdout.splitlines() if l.startswith("changed")] == []
+    assert "ok: strategy mm on app:blue: no changes" in again.stdout
+
+    # live before its paper time (an hour here): refused, nothing changed
+    _, refused = strategy_step(home, api, "mm", mm, "live", "running", 3600)
+    assert refused.returncode == 1
+    assert re.search(r"error: strategy mm on app:blue: refusing to go live: in paper for 0h00m\d\ds \(since "
+                     + re.escape(rep["paper_since"]) + r"\), minPaperSeconds is 3600 \(1h00m00s\): 0h5\dm\d\ds left",
+                     refused.stderr), refused.stderr
+    assert json.loads((sdir / "mm.json").read_text())["paper_trading"] is True
+    assert a.get("/strategies/mm")[1]["paper_trading"] is True
+    # a brand-new strategy cannot start live on the primary either
+    _, new_live = strategy_step(home, api, "new", eth, "live", "running", 2)
+    assert new_live.returncode == 1 and "it has no paper record here" in new_live.stderr
+    assert not (sdir / "new.json").exists() and a.get("/strategies/new")[0] == 404
+
+    # after its paper time: live
+    since = iso_time(rep["paper_since"]).timestamp()
+    time.sleep(max(0.0, since + 2.2 - time.time()))
+    _, live = strategy_step(home, api, "mm", mm, "live", "running", 2)
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert "changed: strategy mm on app:blue: mode live" in live.stdout
+    rep = step_report(live)
+    assert rep["paper_trading"] is False and rep["paper_since"] is None and rep["status"] == "running"
+    assert json.loads((sdir / "mm.json").read_text())["paper_trading"] is False
+
+    # the other strategy stopped, with what it did so far
+    wait_for(lambda: a.get("/strategies/eth")[1]["performance"]["orders"] > 0, 15, "eth's paper orders")
+    _, proc = strategy_step(home, api, "eth", eth, "paper", "stopped", 3)
+    assert proc.returncode == 0 and "changed: strategy eth on app:blue stopped" in proc.stdout
+    eth_before = a.get("/strategies/eth")[1]
+    row_before = db_rows(cluster, database, "SELECT updated_at, paper_since FROM strategies WHERE id = 'eth'")
+
+    # 5.3: a new version of mm, then back to the previous one: stop, unload, load, start; eth untouched
+    wait_for(lambda: a.get("/strategies/mm")[1]["performance"]["orders"] > 0, 15, "mm's live orders")
+    _, v2 = strategy_step(home, api, "mm", dict(mm, max_position=1.0), "live", "running", 3)
+    assert v2.returncode == 0, v2.stderr
+    _, back = strategy_step(home, api, "mm", mm, "live", "running", 3)
+    assert back.returncode == 0, back.stderr
+    lines = [l for l in back.stdout.splitlines() if l.startswith("changed")]
+    assert lines[:4] == [f"changed: {sdir}/mm.json", "changed: strategy mm on app:blue stopped (its configuration changed)",
+                         "changed: strategy mm on app:blue unloaded",
+                         f"changed: strategy mm on app:blue loaded from {sdir}/mm.json (running, paper_trading false)"]
+    rep = step_report(back)
+    assert rep["max_position"] == 0.5 and rep["status"] == "running" and rep["paper_trading"] is False
+    eth_after = a.get("/strategies/eth")[1]
+    kept = lambda s: ({k: s["performance"][k] for k in ("orders", "fills", "realized_pnl_usd", "win_rate")},
+                      s["position"], s["status"], s["paper_since"])  # daily P&L moves with the market
+    assert kept(eth_after) == kept(eth_before) and eth_after["status"] == "stopped"
+    assert db_rows(cluster, database, "SELECT updated_at, paper_since FROM strategies WHERE id = 'eth'") == row_before
+
+    # a standby loads a live strategy straight away once the primary runs it live
+    bhome = tmp_path / "green" / "opt" / "hft_system"
+    (bhome / "config" / "strategies").mkdir(parents=True)
+    (bhome / ".env").write_text(f'HFT_API_TOKEN="{API_TOKEN}"\n')
+    b = make_instance(database, name="green", role="standby", trading=False,
+                      strategies_dir=str(bhome / "config" / "strategies")).start()
+    bapi = f"http://127.0.0.1:{b.port}"
+    _, follows = strategy_step(bhome, bapi, "mm", mm, "live", "running", 3, role="standby", primary_api=api,
+                               placement="app:green")
+    assert follows.returncode == 0, follows.stdout + follows.stderr
+    assert "standby: the primary" in follows.stdout and step_report(follows)["paper_trading"] is False
+    _, not_live = strategy_step(bhome, bapi, "eth", eth, "live", "running", 3, role="standby", primary_api=api,
+                                placement="app:green")
+    assert not_live.returncode == 1 and "it has no paper record here" in not_live.stderr
+
+    # removed from config: unloaded, its file gone; eth stays; a restart does not bring mm back
+    proc = strategy_delete(home, api, "mm")
+    assert proc.returncode == 0, proc.stderr
+    assert "changed: strategy mm on app:blue unloaded" in proc.stdout and not (sdir / "mm.json").exists()
+    assert a.get("/strategies/mm")[0] == 404 and a.get("/strategies/eth")[0] == 200
+    proc = strategy_delete(home, api, "mm")
+    assert proc.returncode == 0 and "ok: strategy mm on app:blue: already removed" in proc.stdout
+    assert a.terminate(timeout=15)[0] == 0
+    a2 = make_instance(database, name="blue2", strategies_dir=str(sdir)).start()
+    assert [s["id"] for s in a2.get("/strategies")[1]["strategies"]] == ["eth"]

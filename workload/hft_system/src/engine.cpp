@@ -341,15 +341,45 @@ int Engine::cancel_working_locked(const std::string& strategy_id) {
   return n;
 }
 
-void Engine::persist_strategy_locked(const Strategy& s) {
+void Engine::persist_strategy_locked(Strategy& s, bool unloaded) {
   if (!state_loaded_ && !db_.connected()) return;  // written when the database comes up
+  std::vector<std::string> params = {s.cfg.id, s.cfg.name, s.cfg.to_json().dump(),
+                                     pg_bool(s.running), pg_bool(s.cfg.paper_trading)};
+  if (paper_since_column_) {
+    // paper_since (migration 007): when the strategy entered paper mode. Kept while it stays
+    // in paper (restarts, start/stop, reloads); NULL when live; NULL when unloaded, so that a
+    // strategy loaded again starts a new paper record.
+    params.push_back(pg_bool(unloaded));
+    DbResult r = db_.exec(
+        "INSERT INTO strategies (id, name, config, enabled, paper_trading, paper_since, "
+        "created_at, updated_at) VALUES ($1, $2, $3::jsonb, $4, $5, "
+        "CASE WHEN $5 AND NOT $6 THEN now() END, now(), now()) ON CONFLICT (id) DO "
+        "UPDATE SET name = EXCLUDED.name, config = EXCLUDED.config, enabled = EXCLUDED.enabled, "
+        "paper_trading = EXCLUDED.paper_trading, paper_since = CASE "
+        "WHEN NOT EXCLUDED.paper_trading OR $6 THEN NULL "
+        "ELSE COALESCE(strategies.paper_since, now()) END, updated_at = now() "
+        "RETURNING " + iso("paper_since"),
+        params);
+    if (r.ok) {
+      s.paper_since = r.rows.empty() ? "" : r.rows[0][0];
+      return;
+    }
+    if (r.error.find("paper_since") == std::string::npos) {
+      log_error("db", "cannot save strategy " + s.cfg.id + ": " + r.error);
+      return;
+    }
+    paper_since_column_ = false;
+    params.pop_back();
+    log_error("db", "strategies.paper_since is missing (is migration 007 applied?): paper records "
+                    "are not kept; saving strategies without them");
+  }
+  s.paper_since.clear();
   DbResult r = db_.exec(
       "INSERT INTO strategies (id, name, config, enabled, paper_trading, created_at, "
       "updated_at) VALUES ($1, $2, $3::jsonb, $4, $5, now(), now()) ON CONFLICT (id) DO "
       "UPDATE SET name = EXCLUDED.name, config = EXCLUDED.config, enabled = EXCLUDED.enabled, "
       "paper_trading = EXCLUDED.paper_trading, updated_at = now()",
-      {s.cfg.id, s.cfg.name, s.cfg.to_json().dump(), pg_bool(s.running),
-       pg_bool(s.cfg.paper_trading)});
+      params);
   if (!r.ok) log_error("db", "cannot save strategy " + s.cfg.id + ": " + r.error);
 }
 
@@ -936,6 +966,7 @@ Reply Engine::positions() {
 json Engine::strategy_json_locked(const Strategy& s) const {
   json j = s.cfg.to_json();
   j["status"] = s.running ? "running" : "stopped";
+  j["paper_since"] = s.paper_since.empty() ? json(nullptr) : json(s.paper_since);
   j["position"] = s.pos;
   j["performance"] = {{"daily_pnl_usd", strategy_pnl_locked(s)},
                       {"realized_pnl_usd", s.realized},
@@ -1015,7 +1046,7 @@ Reply Engine::delete_strategy(const std::string& id) {
   // Unloaded from this instance; its row stays (enabled = false) as the history of its orders.
   it->second.running = false;
   cancel_working_locked(id);
-  persist_strategy_locked(it->second);
+  persist_strategy_locked(it->second, true);
   strategies_.erase(it);
   strategy_order_.erase(std::find(strategy_order_.begin(), strategy_order_.end(), id));
   log_info("strategy " + id + " unloaded");

@@ -71,6 +71,10 @@ class Engine {
     long wins = 0, closes = 0, orders = 0, fills = 0;
     bool has_working = false;
     std::deque<double> prices;  // recent mids for the signal
+    // When it entered paper mode, as the strategies row records it (migration 007): ISO 8601
+    // UTC, "" when live or not recorded yet. Kept across restarts by the row; a live -> paper
+    // switch or an unload starts it afresh.
+    std::string paper_since;
   };
   struct Order {
     long long id;
@@ -89,7 +93,9 @@ class Engine {
   void send_order_locked(Strategy& s, const std::string& side, double qty, double price);
   void fill_working_locked();
   int cancel_working_locked(const std::string& strategy_id);  // "" = all
-  void persist_strategy_locked(const Strategy& s);
+  // Upserts the strategies row and reads back paper_since. unloaded: the strategy leaves this
+  // process (DELETE), so its paper record ends; a later load starts a new one.
+  void persist_strategy_locked(Strategy& s, bool unloaded = false);
   void record_market_data_locked();
   void write_strategy_metrics_locked();
   bool trading_allowed_locked() const;
@@ -145,6 +151,7 @@ class Engine {
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point last_metrics_write_{};
   bool metrics_write_failing_ = false;
+  bool paper_since_column_ = true;  // false once the database said migration 007 is missing
   std::string startup_db_error_;
   std::atomic<int> tick_interval_ms_;
   std::atomic<int> shutdown_timeout_seconds_;
