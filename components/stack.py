@@ -27,6 +27,7 @@ from components.postgres import HbaEntry, PostgresServer, PostgresServerArgs
 from components.realtime_kernel import RealtimeKernel, RealtimeKernelArgs
 from components.server import Server, ServerArgs
 from components.service import HftService, HftServiceArgs
+from components.strategy import Strategy, build_strategies
 from components.validation import Validation, ValidationArgs
 
 
@@ -81,6 +82,7 @@ class Deployment:
     monitoring: Monitoring
     validations: dict[str, Validation]
     outputs: dict[str, Any]
+    strategies: dict[str, dict[str, Strategy]]
 
 
 def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
@@ -124,6 +126,9 @@ def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
             fingerprint_of=[service.fingerprint, migrations.fingerprint, monitoring.fingerprint, pg.fingerprint,
                             *fleet.fingerprints(app.host.name)]))
 
+    strategies = build_strategies(topo, cfg.strategies, cfg.service, fleet.servers,
+                                  {c: s.ready for c, s in services.items()})
+
     live = topo.primary
     cutover = Cutover("live", CutoverArgs(
         fleet.servers[live.host.name], topo, cfg.cutover, database, api_token, cfg.release.reason,
@@ -144,8 +149,10 @@ def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
         "migrations": migrations.report,
         "validation": {c: v.report for c, v in validations.items()},
         "cutover": cutover.report,
+        "strategies": {c: {sid: s.report for sid, s in per.items()} for c, per in strategies.items()},
     }
-    return Deployment(fleet, cutover, pg, database, migrations, services, monitoring, validations, outputs)
+    return Deployment(fleet, cutover, pg, database, migrations, services, monitoring, validations, outputs,
+                      strategies)
 
 
 def placements_of(cfg: StackConfig) -> dict[str, str]:

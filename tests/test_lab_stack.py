@@ -180,7 +180,7 @@ def test_a_config_the_engine_rejects_stops_the_update_and_the_service_keeps_runn
     original = stack_file.read_text()
     doc = yaml.safe_load(original)
     doc["config"]["hft:service"]["strategies"] = [
-        {"id": "mm_btc_usd", "name": "BTC-USD", "symbol": "BTC-USD", "exchange": "coinbase",
+        {"id": "bad_inline", "name": "BTC-USD", "symbol": "BTC-USD", "exchange": "coinbase",
          "paper_trading": False, "max_position": -1}]
     stack_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     try:

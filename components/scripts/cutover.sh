@@ -100,9 +100,10 @@ for pair in ${HFT_OTHERS:-}; do
 done
 
 # 3. promote the target
-if ! out=$(api POST "$HFT_TO_API/api/v1/promote" '{}'); then
+# Strategies keep the state the config gives them (the Strategy steps manage it): not all started.
+if ! out=$(api POST "$HFT_TO_API/api/v1/promote" '{"start_strategies": false}'); then
   msg=$(tr '\n' ' ' <<<"$out" | cut -c1-300)
-  if [ -n "$from_api" ]; then api POST "$from_api/api/v1/promote" '{}' >/dev/null || true; fi
+  if [ -n "$from_api" ]; then api POST "$from_api/api/v1/promote" '{"start_strategies": false}' >/dev/null || true; fi
   report FAILED "promotion failed: $msg"
   die "cutover failed: $HFT_TO_COLOR could not be promoted ($msg); ${from_color:-the previous primary} promoted back"
 fi
@@ -137,7 +138,7 @@ fi
 if [ -n "$failure" ]; then
   api POST "$HFT_TO_API/api/v1/fence" '{"reason": "cutover gate failed"}' >/dev/null || true
   back="no previous primary to promote back"
-  if [ -n "$from_api" ] && api POST "$from_api/api/v1/promote" '{}' >/dev/null; then back="$from_color promoted back"; fi
+  if [ -n "$from_api" ] && api POST "$from_api/api/v1/promote" '{"start_strategies": false}' >/dev/null; then back="$from_color promoted back"; fi
   report ROLLED_BACK "$failure"
   die "cutover to $HFT_TO_COLOR rolled back after ${watched}s: $failure; $back"
 fi
