@@ -28,6 +28,7 @@ from components.realtime_kernel import RealtimeKernelSettings
 from components.server import Host, HostSettings, PreflightSettings, host_problems
 from components.service import ServiceSettings
 from components.strategy import StrategiesSettings
+from components.validation import ValidationSettings
 from components.topology import PLACEMENTS, ReleaseSettings, Topology, build as build_topology
 
 RUNBOOK_DEFAULTS = REPO / "config" / "runbook.yaml"
@@ -54,6 +55,8 @@ class StackSettings:
                                "which host each part runs on (app:blue, app:green, db, monitoring)", "1.2, 4")
     release: ReleaseSettings = setting("release", Section(ReleaseSettings), "versions per color, live color", "4")
     cutover: CutoverSettings = setting("cutover", Section(CutoverSettings), "watch window and gates", "4.1 step 8")
+    validation: ValidationSettings = setting("validation", Section(ValidationSettings), "runbook 11.1 checks",
+                                             "11.1")
     strategies: StrategiesSettings = setting("strategies", Section(StrategiesSettings),
                                              "the strategies on every app placement", "7.2, 5.3")
     baseline: BaselineSettings = setting("baseline", Section(BaselineSettings), "host tuning", "3.2, 3.3")
@@ -87,6 +90,7 @@ class StackConfig:
     release: ReleaseSettings
     cutover: CutoverSettings
     strategies: StrategiesSettings
+    validation: ValidationSettings
     exchange_secret_names: tuple[str, ...] = field(default=())
 
 
@@ -171,7 +175,7 @@ def parse(values: Mapping[str, Any], inventory: Optional[Mapping[str, Any]] = No
     secret_names = tuple(f"{x.upper()}_API_{kind}" for x in top.service.exchanges for kind in ("KEY", "SECRET"))
     cfg = StackConfig(top.environment, top.approval, hosts, topology, top.baseline, top.realtime_kernel,
                       top.postgres, top.database, top.service, top.monitoring, top.preflight, top.release,
-                      top.cutover, top.strategies, secret_names)
+                      top.cutover, top.strategies, top.validation, secret_names)
     problems += _port_problems(cfg)
     problems += cfg.strategies.problems(cfg.service)
     if cfg.environment != "lab" and cfg.service.repository == PLACEHOLDER_REPOSITORY:

@@ -121,7 +121,7 @@ def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
         validations[app.color] = Validation(name, ValidationArgs(
             fleet.servers[app.host.name], app, cfg.service, database, topo.address(app.host, topo.db),
             migrations.expected_version, topo.prometheus_url(app.host, cfg.monitoring.prometheus_port),
-            topo.scrape_target(app),
+            topo.scrape_target(app), cfg.validation.strict,
             after=[service.ready, monitoring.ready, migrations.ready],
             fingerprint_of=[service.fingerprint, migrations.fingerprint, monitoring.fingerprint, pg.fingerprint,
                             *fleet.fingerprints(app.host.name)]))

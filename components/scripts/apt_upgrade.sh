@@ -5,7 +5,7 @@
 #
 # env:
 #   HFT_APT_UPGRADE            1: apt-get upgrade -y; 0: skipped
-#   HFT_APT_UPGRADE_REQUESTED  the operator's label for this upgrade (shown, and changing it re-runs the step)
+#   HFT_APT_UPGRADE_REQUESTED  the operator's label for this upgrade; changing it re-runs the step (required)
 # payload: lib.sh
 # stdin: not read.
 set -euo pipefail

@@ -14,14 +14,17 @@
 # Idempotent: when the target already holds the lease and trades, it reports and stops.
 #
 # env:
-#   HFT_TO_COLOR          the color to make live, e.g. green
-#   HFT_TO_API            its API as reached from this host, e.g. http://198.18.0.14:8080
-#   HFT_TO_VERSION        the version it must run, e.g. 1.1.0
+#   HFT_TO_COLOR          the color to make live, e.g. green (required)
+#   HFT_TO_API            its API as reached from this host, e.g. http://198.18.0.14:8080 (required)
+#   HFT_TO_VERSION        the version it must run, e.g. 1.1.0 (required)
 #   HFT_OTHERS            the other colors: space-separated color=api, e.g. "blue=http://198.18.0.13:8080"
-#   HFT_WATCH_SECONDS     watch window after promotion (runbook 4.1 step 8)
-#   HFT_GATE_MAX_ERRORS   most new errors (hft_errors_total) tolerated in the window
-#   HFT_GATE_MAX_P99_MS   highest order latency p99 tolerated in the window, in ms
-#   HFT_DB_HOST HFT_DB_PORT HFT_DB_NAME HFT_DB_USER   the database, as reached from this host
+#   HFT_WATCH_SECONDS     watch window after promotion, runbook 4.1 step 8 (required)
+#   HFT_GATE_MAX_ERRORS   most new errors (hft_errors_total) tolerated in the window (required)
+#   HFT_GATE_MAX_P99_MS   highest order latency p99 tolerated in the window, in ms (required)
+#   HFT_DB_HOST           the database host, as reached from this host (required)
+#   HFT_DB_PORT           e.g. 5432 (required)
+#   HFT_DB_NAME           e.g. hft_db (required)
+#   HFT_DB_USER           e.g. hft_user (required)
 #   HFT_REASON            why live changed (release.reason; may be empty), kept in the report
 # payload: lib.sh
 # stdin: line 1 the API token, line 2 the database password (never printed)

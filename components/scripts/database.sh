@@ -54,7 +54,7 @@ stored=""
 if [ -n "$exists" ]; then
   stored=$(echo "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = :'role';" | q)
 fi
-verifier=$(printf '%s\n%s\n' "$password" "$stored" | python3 -c "$scram_py" "$HFT_DB_USER")
+verifier=$(printf '%s\n%s\n' "$password" "$stored" | python3 -I -c "$scram_py" "$HFT_DB_USER")
 unset password stored
 [ -n "$verifier" ] || die "could not compute the password verifier"
 if [ -z "$exists" ]; then
@@ -99,7 +99,7 @@ for ext in ${HFT_DB_EXTENSIONS:-}; do
       skipped "extension $ext not installed"
       continue
     fi
-    die "extension $ext is not available on this server (install its package, e.g. via postgres.sh HFT_TIMESCALEDB=1)"
+    die "extension $ext is not available on this server (install its package, e.g. postgres.sh's TimescaleDB option)"
   fi
   echo "SELECT format('CREATE EXTENSION IF NOT EXISTS %I', :'ext') \\gexec" | q -v ext="$ext" -d "$HFT_DB_NAME" >/dev/null \
     || die "CREATE EXTENSION $ext failed"

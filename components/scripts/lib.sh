@@ -8,8 +8,17 @@
 #   install_packages PKG...      apt-get install only the missing ones (update at most once)
 #   install_file SRC DEST MODE OWNER[:GROUP]
 #                                replace DEST only when content, mode or owner differ;
-#                                sets FILE_CHANGED=1 (changed) or 0 (ok)
+#                                sets FILE_CHANGED=1 (changed) or 0 (ok). A DEST that is a
+#                                symlink is replaced (atomic rename), never written through;
+#                                a symlink among DEST's directories is refused.
 #   ensure_dir PATH MODE OWNER[:GROUP]
+#                                a real directory, never through a symlink: a symlink at PATH
+#                                owned by another user (planted) is replaced by a directory, one
+#                                owned by root is refused; its parent must be root's and not
+#                                writable by others (so nothing can be swapped in between)
+#   no_symlink_in PATH           die when PATH or one of its existing ancestors is a symlink
+#   root_lock_file PATH          PATH as a root-owned regular file, created without following a
+#                                link (for locks in the world-writable /run/lock)
 #   replace_block FILE BLOCKFILE top|bottom LABEL
 #                                keep BLOCKFILE's lines between "# BEGIN hft-deploy" and
 #                                "# END hft-deploy" in FILE; sets FILE_CHANGED
@@ -57,6 +66,7 @@ pkg_installed() {
 # the archives directory so that hosts sharing one (the lab's bind-mounted package cache) take
 # turns there too ("Could not get lock /var/cache/apt/archives/lock. It is held by process 0").
 apt_get() {
+  root_lock_file /var/cache/apt/archives/hft-deploy.lock
   flock -w 900 /var/cache/apt/archives/hft-deploy.lock apt-get "$@"
 }
 
@@ -110,42 +120,91 @@ _owner_of() { stat -c '%U:%G' "$1"; }
 _mode_of() { stat -c '%a' "$1"; }
 _norm_owner() { case "$1" in *:*) printf '%s' "$1" ;; *) printf '%s:%s' "$1" "$(id -gn "$1")" ;; esac; }
 
+no_symlink_in() {
+  local cur="" part parts=()
+  IFS=/ read -r -a parts <<<"${1#/}"
+  for part in "${parts[@]}"; do
+    [ -n "$part" ] || continue
+    cur+="/$part"
+    if [ -L "$cur" ]; then
+      die "refusing $1: $cur is a symlink (to $(readlink "$cur")); hft-deploy does not follow symlinks"
+    fi
+    [ -e "$cur" ] || return 0
+  done
+}
+
+root_lock_file() {
+  local f=$1
+  if [ -L "$f" ] || { [ -e "$f" ] && { [ ! -f "$f" ] || [ "$(stat -c %u "$f")" != 0 ]; }; }; then
+    rm -rf -- "$f"
+  fi
+  [ -e "$f" ] || (set -C; : >"$f") 2>/dev/null || die "cannot create $f"
+  [ -f "$f" ] && [ ! -L "$f" ] && [ "$(stat -c %u "$f")" = 0 ] || die "$f is not a root-owned file"
+}
+
 install_file() {
-  local src=$1 dest=$2 mode=$3 owner
+  local src=$1 dest=$2 mode=$3 owner dir was=""
   owner=$(_norm_owner "$4")
   FILE_CHANGED=0
   [ -f "$src" ] || die "install_file: $src is not a file"
+  dir=$(dirname "$dest")
+  no_symlink_in "$dir"
   if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$src" "$dest"; then
+    if [ "$(_owner_of "$dest")" != "$owner" ]; then
+      chown -h "$owner" "$dest"; FILE_CHANGED=1
+    fi
     if [ "$(_mode_of "$dest")" != "${mode#0}" ]; then
       chmod "$mode" "$dest"; FILE_CHANGED=1
-    fi
-    if [ "$(_owner_of "$dest")" != "$owner" ]; then
-      chown "$owner" "$dest"; FILE_CHANGED=1
     fi
     if [ "$FILE_CHANGED" = 1 ]; then changed "$dest mode/owner set to $mode $owner"; else ok "$dest"; fi
     return 0
   fi
-  mkdir -p "$(dirname "$dest")"
+  if [ -L "$dest" ]; then
+    was=" (was a symlink to $(readlink "$dest"): replaced, not followed)"
+  elif [ -d "$dest" ]; then
+    die "install_file: $dest is a directory"
+  fi
+  mkdir -p -- "$dir"
   local tmp
-  tmp=$(mktemp "$(dirname "$dest")/.hft-deploy.XXXXXX")
+  tmp=$(mktemp "$dir/.hft-deploy.XXXXXX")
   cat "$src" >"$tmp"
-  chmod "$mode" "$tmp"
   chown "$owner" "$tmp"
-  mv -f "$tmp" "$dest"
+  chmod "$mode" "$tmp"
+  mv -fT "$tmp" "$dest"
   FILE_CHANGED=1
-  changed "$dest"
+  changed "$dest$was"
 }
 
 ensure_dir() {
-  local path=$1 mode=$2 owner
+  local path=${1%/} mode=$2 owner parent
   owner=$(_norm_owner "$3")
+  case "$path" in /?*) ;; *) die "ensure_dir: $1 is not an absolute path" ;; esac
+  case "/$path/" in */../*|*/./*) die "ensure_dir: $1 is not a normalised path" ;; esac
+  parent=$(dirname "$path")
+  no_symlink_in "$parent"
+  [ -d "$parent" ] || ensure_dir "$parent" 755 root:root
+  if [ "$(stat -c %u "$parent")" != 0 ] || { [ -n "$(find "$parent" -maxdepth 0 -perm -o+w ! -perm -1000)" ]; }; then
+    die "refusing to manage $path: its parent $parent is not root's or is writable by others"
+  fi
+  if [ -L "$path" ]; then
+    local target link_owner
+    target=$(readlink "$path")
+    link_owner=$(stat -c %U "$path")
+    if [ "$link_owner" = root ]; then
+      die "$path is a symlink (to $target): hft-deploy does not follow symlinks; make it a directory (or a bind mount)"
+    fi
+    rm -f -- "$path"
+    changed "$path was a symlink to $target (owned by $link_owner): replaced by a directory, not followed"
+  elif [ -e "$path" ] && [ ! -d "$path" ]; then
+    die "$path exists and is not a directory"
+  fi
   if [ -d "$path" ] && [ "$(_mode_of "$path")" = "${mode#0}" ] && [ "$(_owner_of "$path")" = "$owner" ]; then
     ok "directory $path"
     return 0
   fi
-  mkdir -p "$path"
-  chmod "$mode" "$path"
-  chown "$owner" "$path"
+  [ -d "$path" ] || mkdir -m 700 -- "$path"
+  chown -h "$owner" -- "$path"
+  chmod "$mode" -- "$path"
   changed "directory $path ($mode $owner)"
 }
 

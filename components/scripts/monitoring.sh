@@ -4,7 +4,7 @@
 # configured).
 #
 # env:
-#   HFT_MONITORING_PACKAGES   "prometheus prometheus-node-exporter"
+#   HFT_MONITORING_PACKAGES   "prometheus prometheus-node-exporter" (required)
 #   HFT_GRAFANA               1: install grafana (from a configured apt repository) and provision
 #                             the dashboards into it; 0: skipped (default 0)
 #   HFT_PROMETHEUS_URL        default http://127.0.0.1:9090
@@ -51,7 +51,7 @@ done
 # dashboards: the directory mirrors the payload exactly
 sync_dir() {
   local from=$1 to=$2 f n
-  mkdir -p "$to"
+  ensure_dir "$to" 755 root:root >/dev/null
   for f in "$from"/*.json; do
     [ -f "$f" ] || continue
     install_file "$f" "$to/$(basename "$f")" 644 root:root >/dev/null

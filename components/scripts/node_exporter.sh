@@ -3,8 +3,8 @@
 # answering on its port, so the monitoring host's Prometheus can scrape every host.
 #
 # env:
-#   HFT_NODE_EXPORTER_PACKAGE  prometheus-node-exporter
-#   HFT_NODE_EXPORTER_PORT     9100
+#   HFT_NODE_EXPORTER_PACKAGE  e.g. prometheus-node-exporter (required)
+#   HFT_NODE_EXPORTER_PORT     e.g. 9100 (required)
 # payload: lib.sh
 # stdin: not read.
 set -euo pipefail

@@ -5,12 +5,13 @@
 # Exits 1 only when HFT_ENFORCE=1 and a requirement is not met.
 #
 # env:
-#   HFT_MIN_CORES     e.g. 32
-#   HFT_MIN_RAM_GB    e.g. 128
-#   HFT_MIN_DISK_GB   size of the filesystem holding /, e.g. 2000
+#   HFT_MIN_CORES     e.g. 32 (required)
+#   HFT_MIN_RAM_GB    e.g. 128 (required)
+#   HFT_MIN_DISK_GB   size of the filesystem holding /, e.g. 2000 (required)
 #   HFT_REQUIRED_OS   e.g. "Ubuntu 22.04" (informational: a mismatch is ⚠, never ✗)
 #   HFT_ENFORCE       1 (prod): fail when below a requirement; 0 (lab): report only
-#   HFT_MIN_BOOST     default 1.75   HFT_MIN_OPENSSL default 3.0  (checked where installed)
+#   HFT_MIN_BOOST     default 1.75 (checked where installed)
+#   HFT_MIN_OPENSSL   default 3.0 (checked where installed)
 # payload: lib.sh
 # stdin: not read.
 set -euo pipefail

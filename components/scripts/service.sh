@@ -1,38 +1,68 @@
 #!/usr/bin/env bash
-# Runbook 3.5, 3.6 and 7.1: application user, directories, release checkout + CMake build +
-# install, config, .env, systemd unit, (re)start, health.
+# Runbook 3.5, 3.6 and 7.1: application user, directories, release build + install, config,
+# .env, systemd unit, (re)start, health.
+#
+# Least privilege (DESIGN.md section 8): root never executes, sources or follows anything the
+# service user can write. Layout:
+#   $HFT_HOME, bin/, releases/, scripts/   root:root 755 (bin/hft_system: a root-owned symlink
+#                                          to releases/<tag>/bin/hft_system)
+#   releases/<tag>/                        root:root, read-only to the service; complete only
+#                                          with .hft-release-complete (written last, then the
+#                                          dir is renamed into place); anything else is
+#                                          removed and rebuilt
+#   config/, config/strategies/            root:<service group> 750, files 640
+#   .env                                   root:root 600 (systemd reads EnvironmentFile as
+#                                          root; the service needs no access to the file)
+#   $HFT_LOG_DIR                           the service user's: the only path it can write
+# The release is built by a separate unprivileged user in a fresh scratch dir of its own;
+# root installs the result from a tar stream that user produces (root never walks the
+# build tree), refusing anything but regular files and directories. The service's binary
+# is only ever run as the service user (--validate-config included).
+# A host in the old layout (everything owned by the service user) is converted: planted
+# symlinks are replaced, not followed; every path under $HFT_HOME is made root's; releases
+# built by the service user are rebuilt.
 # The new config is validated by the NEW binary (--validate-config, next to the live config so
 # relative paths resolve the same) before anything the running service uses is touched; on
 # failure the running service, its binary, config, .env and unit stay as they were.
 # Restarts only when something the service runs with changed (binary, config, .env, unit).
 #
 # env:
-#   HFT_USER            application user (hft_user)
-#   HFT_HOME            /opt/hft_system
-#   HFT_LOG_DIR         /var/log/hft_system
-#   HFT_LOG_DIR_MODE    755
-#   HFT_REPO            git URL of the hft_system repository
-#   HFT_VERSION         git tag to build, e.g. v1.0.0
-#   HFT_BUILD_TYPE      CMake build type (Release)
+#   HFT_USER            application user, e.g. hft_user (required)
+#   HFT_HOME            e.g. /opt/hft_system (required)
+#   HFT_LOG_DIR         e.g. /var/log/hft_system, outside HFT_HOME (required)
+#   HFT_LOG_DIR_MODE    default 755
+#   HFT_REPO            git URL of the hft_system repository (required)
+#   HFT_VERSION         git tag to build, e.g. v1.0.0 (required)
+#   HFT_BUILD_TYPE      CMake build type, default Release
 #   HFT_BUILD_PACKAGES  build dependencies (space-separated Debian packages)
-#   HFT_UNIT_NAME       systemd unit name without .service (hft_system)
-#   HFT_HEALTH_URL      http://127.0.0.1:8080/api/v1/health
-#   HFT_HEALTH_TIMEOUT  seconds to wait for health (60)
-# payload: lib.sh, production.json (-> $HFT_HOME/config/production.json, 640 $HFT_USER),
+#   HFT_BUILD_USER      unprivileged user that builds releases, default hft_build (never HFT_USER)
+#   HFT_BUILD_DIR       its workspace (git cache, scratch builds), default /var/lib/hft-build
+#   HFT_UNIT_NAME       systemd unit name without .service, e.g. hft_system (required)
+#   HFT_HEALTH_URL      e.g. http://127.0.0.1:8080/api/v1/health (required)
+#   HFT_HEALTH_TIMEOUT  seconds to wait for health, default 60
+# payload: lib.sh, production.json (-> $HFT_HOME/config/production.json),
 #          hft_system.service (-> /etc/systemd/system/$HFT_UNIT_NAME.service, 644 root),
 #          optional strategies/ (files -> $HFT_HOME/config/strategies/)
-# stdin: the full content of the .env file (-> $HFT_HOME/.env, 600 $HFT_USER; rewritten only
-#        when the content differs; never printed)
+# stdin: the full content of the .env file (-> $HFT_HOME/.env; rewritten only when the
+#        content differs; never printed)
 set -euo pipefail
 source "$HFT_PAYLOAD/lib.sh"
 
 require_env HFT_USER HFT_HOME HFT_LOG_DIR HFT_REPO HFT_VERSION HFT_UNIT_NAME HFT_HEALTH_URL
 require_payload production.json hft_system.service
-user=$HFT_USER home=$HFT_HOME unit=$HFT_UNIT_NAME tag=$HFT_VERSION
+user=$HFT_USER home=${HFT_HOME%/} unit=$HFT_UNIT_NAME tag=$HFT_VERSION
+log_dir=${HFT_LOG_DIR%/}
 log_mode=${HFT_LOG_DIR_MODE:-755}
 build_type=${HFT_BUILD_TYPE:-Release}
 health_timeout=${HFT_HEALTH_TIMEOUT:-60}
-[[ "$tag" =~ ^[A-Za-z0-9._-]+$ ]] || die "invalid HFT_VERSION: $tag"
+buser=${HFT_BUILD_USER:-hft_build}
+bdir=${HFT_BUILD_DIR:-/var/lib/hft-build}
+bdir=${bdir%/}
+[[ "$tag" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "invalid HFT_VERSION: $tag"
+[ "$buser" != "$user" ] || die "HFT_BUILD_USER must differ from HFT_USER: the service must not be able to change what the next release is built from"
+case "$log_dir/" in "$home"/*) die "HFT_LOG_DIR ($log_dir) must be outside HFT_HOME ($home), which is root-owned" ;; esac
+case "$bdir/" in "$home"/*) die "HFT_BUILD_DIR ($bdir) must be outside HFT_HOME ($home)" ;; esac
+MARK=.hft-release-complete
 
 # .env from stdin into a private staging file (the payload dir is 700)
 umask 077
@@ -44,62 +74,157 @@ umask 022
 # shellcheck disable=SC2086
 install_packages ${HFT_BUILD_PACKAGES:-} git curl
 
-# 3.5 step 1: user
+# 3.5 step 1: users (the service's, and the one that builds releases)
 if id -u "$user" >/dev/null 2>&1; then
   ok "user $user"
 else
-  useradd -r -s /bin/bash -d "$home" -m "$user" 2>/dev/null || die "useradd $user failed"
+  useradd -r -M -s /bin/bash -d "$home" "$user" 2>/dev/null || die "useradd $user failed"
   changed "user $user created (home $home)"
 fi
+[ "$(id -u "$user")" != 0 ] || die "HFT_USER must not be root"
 group=$(id -gn "$user")
+if id -u "$buser" >/dev/null 2>&1; then
+  ok "build user $buser"
+else
+  useradd -r -M -U -s /usr/sbin/nologin -d "$bdir" "$buser" 2>/dev/null || die "useradd $buser failed"
+  changed "build user $buser created"
+fi
+bgroup=$(id -gn "$buser")
 
-# directories (3.5 step 5: log directory)
-ensure_dir "$home" 755 "$user:$group"
-for d in bin config config/strategies releases; do ensure_dir "$home/$d" 755 "$user:$group"; done
-ensure_dir "$HFT_LOG_DIR" "$log_mode" "$user:$group"
+# directories, top down: each parent is root's before its children are looked at
+ensure_dir "$home" 755 root:root
+for d in bin releases; do ensure_dir "$home/$d" 755 root:root; done
+ensure_dir "$home/config" 750 "root:$group"
+ensure_dir "$home/config/strategies" 750 "root:$group"
+ensure_dir "$log_dir" "$log_mode" "$user:$group"   # 3.5 step 5
+
+# the old layout's clone, writable by the service: builds now happen in $bdir
+if [ -e "$home/src" ] || [ -L "$home/src" ]; then
+  rm -rf -- "$home/src"
+  changed "removed $home/src (old layout: a checkout the service user could write)"
+fi
+# Anything else under $HFT_HOME (releases aside: see below) that is not root's or that others
+# can write becomes root's. chown -h first, for every path (no link is followed); once every
+# directory is root's nothing can be swapped in, and then group/other write bits go.
+sweep() { find "$home" -xdev -path "$home/releases" -prune -o "$@"; }
+n=$(sweep \( ! -user root -o ! -type l -perm /022 \) -print | wc -l)
+if [ "$n" -gt 0 ]; then
+  for _ in 1 2 3; do
+    sweep ! -user root -exec chown -h root:root {} + 2>/dev/null || true
+    [ -z "$(sweep ! -user root -print -quit)" ] && break
+  done
+  [ -z "$(sweep ! -user root -print -quit)" ] || die "paths under $home keep changing owner; stop whatever writes there"
+  sweep ! -type l -perm /022 -exec chmod go-w {} +
+  changed "$n path(s) under $home were another user's or writable by others: now root's"
+fi
+
+# a release is complete only with its marker and only when every file is root's, read-only to
+# others, and nothing in it is a link or a special file
+release_complete() {
+  local d=$1
+  [ -d "$d" ] && [ ! -L "$d" ] && [ -f "$d/$MARK" ] && [ ! -L "$d/$MARK" ] \
+    && [ -f "$d/bin/hft_system" ] && [ ! -L "$d/bin/hft_system" ] && [ -x "$d/bin/hft_system" ] || return 1
+  [ -z "$(find "$d" \( ! -user root -o -perm /022 -o \( ! -type f ! -type d \) \) -print -quit)" ]
+}
+rel_root=$home/releases
+# leftovers of an install that was interrupted (root's own temp dirs)
+for d in "$rel_root"/.incoming.* "$rel_root"/.trash.*; do
+  [ -e "$d" ] || continue
+  rm -rf -- "$d"
+  changed "removed $d (left by an interrupted install)"
+done
 
 as_user() { runuser -u "$user" -- "$@"; }
+as_build() { runuser -u "$buser" -- "$@"; }
 
-# 3.5 steps 2-4: source, build, install of the release (skipped when already built)
-rel=$home/releases/$tag
-newbin=$rel/bin/hft_system
-src=$home/src
-if [ -x "$newbin" ]; then
-  ok "release $tag built ($newbin)"
-else
-  if [ -d "$src/.git" ]; then
-    [ "$(as_user git -C "$src" remote get-url origin)" = "$HFT_REPO" ] \
-      || as_user git -C "$src" remote set-url origin "$HFT_REPO"
-    as_user git -C "$src" fetch --quiet --tags --force origin 2>"$HFT_PAYLOAD/git.err" \
+# 3.5 steps 2-4: build as $buser in a fresh scratch dir, install atomically
+build_release() {
+  ensure_dir "$bdir" 700 "$buser:$bgroup"
+  # scratch dirs of builds that were interrupted: removed by their owner, root does not walk them
+  local stale
+  stale=$(as_build find "$bdir" -mindepth 1 -maxdepth 1 -name 'work.*' -print | wc -l)
+  if [ "$stale" -gt 0 ]; then
+    as_build find "$bdir" -mindepth 1 -maxdepth 1 -name 'work.*' -exec rm -rf {} +
+    changed "removed $stale scratch dir(s) of interrupted builds in $bdir"
+  fi
+  local src=$bdir/src
+  if as_build test -d "$src/.git"; then
+    [ "$(as_build git -C "$src" remote get-url origin)" = "$HFT_REPO" ] \
+      || as_build git -C "$src" remote set-url origin "$HFT_REPO"
+    as_build git -C "$src" fetch --quiet --tags --force origin 2>"$HFT_PAYLOAD/git.err" \
       || die "git fetch from $HFT_REPO failed: $(tail -n 3 "$HFT_PAYLOAD/git.err" | tr '\n' ' ')"
     ok "fetched $HFT_REPO"
   else
-    rm -rf "$src"
-    as_user git clone --quiet --no-checkout "$HFT_REPO" "$src" 2>"$HFT_PAYLOAD/git.err" \
+    as_build rm -rf "$src"
+    as_build git clone --quiet --no-checkout "$HFT_REPO" "$src" 2>"$HFT_PAYLOAD/git.err" \
       || die "git clone $HFT_REPO failed: $(tail -n 3 "$HFT_PAYLOAD/git.err" | tr '\n' ' ')"
     changed "cloned $HFT_REPO to $src"
   fi
-  as_user git -C "$src" rev-parse -q --verify "refs/tags/$tag^{commit}" >/dev/null \
+  local commit
+  commit=$(as_build git -C "$src" rev-parse -q --verify "refs/tags/$tag^{commit}") \
     || die "tag $tag not found in $HFT_REPO"
-  as_user mkdir -p "$rel/source" "$rel/build"
-  find "$rel/source" -mindepth 1 -delete
-  as_user sh -c 'git -C "$1" archive --format=tar "$2" | tar -x -C "$3"' sh "$src" "$tag" "$rel/source"
-  blog=$rel/build.log
+  local work start blog=$HFT_PAYLOAD/build.log
+  work=$(as_build mktemp -d "$bdir/work.XXXXXXXX")
+  as_build mkdir "$work/source"
+  as_build sh -c 'git -C "$1" archive --format=tar "$2" | tar -x -C "$3"' sh "$src" "$commit" "$work/source"
   start=$SECONDS
-  if ! as_user sh -c 'cmake -S "$1" -B "$2" -DCMAKE_BUILD_TYPE="$3" -DCMAKE_INSTALL_PREFIX="$4" \
-        && cmake --build "$2" -- -j"$(nproc)" && cmake --install "$2"' \
-        sh "$rel/source" "$rel/build" "$build_type" "$rel" >"$blog" 2>&1; then
+  # the binary is built for its final prefix and staged under DESTDIR in the scratch dir
+  if ! as_build sh -c 'cmake -S "$1/source" -B "$1/build" -DCMAKE_BUILD_TYPE="$2" -DCMAKE_INSTALL_PREFIX="$3" \
+        && cmake --build "$1/build" -- -j"$(nproc)" && DESTDIR="$1/install" cmake --install "$1/build"' \
+        sh "$work" "$build_type" "$rel" >"$blog" 2>&1; then
     tail -n 40 "$blog" >&2
-    die "build of $tag failed (log: $blog)"
+    as_build rm -rf "$work"
+    die "build of $tag failed (last lines above)"
   fi
-  [ -x "$newbin" ] || die "build of $tag did not produce $newbin"
-  changed "built $tag ($build_type) in $((SECONDS - start)) s, installed to $rel"
+  local inc trash="" odd
+  inc=$(mktemp -d "$rel_root/.incoming.$tag.XXXXXXXX")
+  if ! as_build tar -C "$work/install$rel" -cf - . \
+      | tar -C "$inc" -xf - --no-same-owner --no-same-permissions 2>"$HFT_PAYLOAD/tar.err"; then
+    rm -rf -- "$inc"
+    die "installing the build of $tag failed: $(tail -n 3 "$HFT_PAYLOAD/tar.err" | tr '\n' ' ')"
+  fi
+  odd=$(find "$inc" ! -type f ! -type d -print -quit)
+  if [ -n "$odd" ]; then
+    rm -rf -- "$inc"
+    die "the build of $tag installed ${odd#"$inc"/}, which is not a regular file or directory: refused"
+  fi
+  chmod -R u+rwX,go+rX,go-w,ug-s "$inc"
+  [ -f "$inc/bin/hft_system" ] && [ -x "$inc/bin/hft_system" ] \
+    || { rm -rf -- "$inc"; die "the build of $tag did not produce bin/hft_system"; }
+  install -m 644 "$blog" "$inc/build.log"
+  printf 'tag=%s\ncommit=%s\nbuild_type=%s\nbuilt_by=%s\n' "$tag" "$commit" "$build_type" "$buser" >"$inc/$MARK"
+  chmod 644 "$inc/$MARK"
+  chmod 755 "$inc"
+  if [ -e "$rel" ] || [ -L "$rel" ]; then
+    trash=$(mktemp -d "$rel_root/.trash.XXXXXXXX")
+    mv -T -- "$rel" "$trash/old"
+    changed "replaced incomplete release dir $rel"
+  fi
+  mv -T -- "$inc" "$rel"   # the release is complete from here on
+  [ -z "$trash" ] || rm -rf -- "$trash"
+  as_build rm -rf "$work"
+  changed "built $tag ($build_type, ${commit:0:12}) as $buser in $((SECONDS - start)) s, installed to $rel"
+}
+
+rel=$rel_root/$tag
+newbin=$rel/bin/hft_system
+built=0
+if release_complete "$rel"; then
+  ok "release $tag installed ($rel)"
+else
+  build_release
+  built=1
 fi
 
-# 7.1 step 2: validate the new config with the new binary before touching the service
-cfg=$home/config/production.json
-staged=$home/config/.production.json.new
-install -m 640 -o "$user" -g "$group" "$HFT_PAYLOAD/production.json" "$staged"
+# 7.1 step 2: validate the new config with the new binary, as the service user, before
+# touching the service
+cfgdir=$home/config
+cfg=$cfgdir/production.json
+rm -f -- "$cfgdir"/.production.json.??????   # left by an interrupted run
+staged=$(mktemp "$cfgdir/.production.json.XXXXXX")
+cat "$HFT_PAYLOAD/production.json" >"$staged"
+chown "root:$group" "$staged"
+chmod 640 "$staged"
 if ! vout=$(as_user "$newbin" --validate-config --config="$staged" 2>&1); then
   rm -f "$staged"
   msg=$(printf '%s' "$vout" | tail -n 3 | tr '\n' ' ')
@@ -109,32 +234,37 @@ fi
 ok "config valid for $tag: $(tail -n 1 <<<"$vout" | sed "s#$staged#$cfg#")"
 
 restart_why=()
-# binary (runbook 1.3: $HFT_HOME/bin/hft_system), a symlink to the release
-if [ "$(readlink "$home/bin/hft_system" 2>/dev/null || true)" = "$newbin" ]; then
-  ok "$home/bin/hft_system -> $newbin"
+# binary (runbook 1.3: $HFT_HOME/bin/hft_system), a root-owned symlink to the release
+link=$home/bin/hft_system
+if [ -L "$link" ] && [ "$(readlink "$link")" = "$newbin" ] && [ "$(stat -c %u "$link")" = 0 ]; then
+  ok "$link -> $newbin"
+  if [ "$built" = 1 ]; then restart_why+=(binary); fi   # same path, rebuilt release
 else
-  ln -sfn "$newbin" "$home/bin/hft_system.new"
-  mv -Tf "$home/bin/hft_system.new" "$home/bin/hft_system"
-  chown -h "$user:$group" "$home/bin/hft_system"
-  changed "$home/bin/hft_system -> $newbin"
+  was=""
+  if [ -L "$link" ]; then was=" (was -> $(readlink "$link"))"; fi
+  if [ -d "$link" ] && [ ! -L "$link" ]; then rm -rf -- "$link"; fi
+  ln -sfn "$newbin" "$home/bin/.hft_system.new"
+  mv -Tf "$home/bin/.hft_system.new" "$link"
+  changed "$link -> $newbin$was"
   restart_why+=(binary)
 fi
-if [ -f "$cfg" ] && cmp -s "$staged" "$cfg" && [ "$(stat -c '%a %U' "$cfg")" = "640 $user" ]; then
+if [ -f "$cfg" ] && [ ! -L "$cfg" ] && cmp -s "$staged" "$cfg" \
+    && [ "$(stat -c '%a %U %G' "$cfg")" = "640 root $group" ]; then
   rm -f "$staged"
   ok "$cfg"
 else
-  mv -f "$staged" "$cfg"
+  mv -fT "$staged" "$cfg"
   changed "$cfg"
   restart_why+=(config)
 fi
 if [ -d "$HFT_PAYLOAD/strategies" ]; then
   for f in "$HFT_PAYLOAD"/strategies/*; do
     [ -f "$f" ] || continue
-    install_file "$f" "$home/config/strategies/$(basename "$f")" 640 "$user:$group"
+    install_file "$f" "$cfgdir/strategies/$(basename "$f")" 640 "root:$group"
     if [ "$FILE_CHANGED" = 1 ]; then restart_why+=(strategies); fi
   done
 fi
-install_file "$env_staged" "$home/.env" 600 "$user:$group"
+install_file "$env_staged" "$home/.env" 600 root:root
 if [ "$FILE_CHANGED" = 1 ]; then restart_why+=(.env); fi
 rm -f "$env_staged"
 unit_file=/etc/systemd/system/$unit.service
@@ -168,5 +298,17 @@ else
   journalctl -u "$unit" -n 30 --no-pager >&2 || true
   die "$unit not healthy at $HFT_HEALTH_URL after $health_timeout s"
 fi
+
+# releases that are not complete (the old layout's, built by the service user) and no longer
+# in use; complete older releases stay for rollback
+current=$(readlink "$link")
+for d in "$rel_root"/*; do
+  [ -e "$d" ] || [ -L "$d" ] || continue
+  [ "$d/bin/hft_system" = "$current" ] && continue
+  if ! release_complete "$d"; then
+    rm -rf -- "$d"
+    changed "removed incomplete release $d"
+  fi
+done
 
 if [ "$HFT_CHANGES" -eq 0 ]; then ok "service: no changes"; else echo "changed: service: $HFT_CHANGES change(s)"; fi

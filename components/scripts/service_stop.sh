@@ -2,7 +2,11 @@
 # Delete of HftService: stop and disable the unit and remove its unit file. Keeps the
 # application user, $HFT_HOME (releases, config, .env) and the logs: data is never deleted here.
 #
-# env:     HFT_UNIT_NAME (hft_system), HFT_USER, HFT_HOME, HFT_LOG_DIR (only named in the report)
+# env:
+#   HFT_UNIT_NAME  e.g. hft_system (required)
+#   HFT_USER       only named in the report
+#   HFT_HOME       only named in the report
+#   HFT_LOG_DIR    only named in the report
 # payload: lib.sh
 # stdin:   not read.
 set -euo pipefail

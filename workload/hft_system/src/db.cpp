@@ -59,7 +59,25 @@ bool Db::connect_locked(std::string* err) {
     return false;
   }
   last_error_.clear();
+  read_schema_version_locked();
   return true;
+}
+
+void Db::read_schema_version_locked() {
+  schema_read_ = std::chrono::steady_clock::now();
+  schema_version_ = -1;
+  PGresult* res = PQexec(conn_, "SELECT max(version) FROM schema_version");
+  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+    schema_version_ = std::strtol(PQgetvalue(res, 0, 0), nullptr, 10);
+  PQclear(res);
+}
+
+long Db::schema_version() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!conn_ || PQstatus(conn_) != CONNECTION_OK) return -1;
+  if (std::chrono::steady_clock::now() - schema_read_ >= std::chrono::seconds(5))
+    read_schema_version_locked();
+  return schema_version_;
 }
 
 bool Db::ensure_connected(std::string* err) {

@@ -37,6 +37,9 @@ class Db {
   // Connects if not connected (at most one attempt per second); false with *err if down.
   bool ensure_connected(std::string* err);
   bool connected();
+  // max(version) of schema_version: read at each (re)connect, and again when asked more than
+  // 5 s after the last read (a migration applied while connected); -1 when unknown.
+  long schema_version();
   // One statement, or several in one transaction (rolled back on the first error).
   DbResult exec(const std::string& sql, const std::vector<std::string>& params = {});
   DbResult exec_tx(const std::vector<DbStatement>& statements);
@@ -46,6 +49,7 @@ class Db {
  private:
   bool connect_locked(std::string* err);
   DbResult exec_locked(const std::string& sql, const std::vector<std::string>& params);
+  void read_schema_version_locked();
 
   DatabaseConfig cfg_;
   std::string options_;
@@ -53,6 +57,8 @@ class Db {
   PGconn* conn_ = nullptr;
   std::string last_error_;
   std::chrono::steady_clock::time_point last_attempt_{};
+  long schema_version_ = -1;
+  std::chrono::steady_clock::time_point schema_read_{};
 };
 
 }  // namespace hft

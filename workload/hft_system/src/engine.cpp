@@ -750,6 +750,7 @@ Reply Engine::status() {
   }
   double uptime =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  long schema = db_.schema_version();
   return {200,
           {{"version", HFT_VERSION},
            {"role", role_},
@@ -772,6 +773,7 @@ Reply Engine::status() {
            {"database",
             {{"connected", db_.connected()},
              {"positions_loaded", state_loaded_.load()},
+             {"schema_version", schema < 0 ? json(nullptr) : json(schema)},
              {"host", started_cfg_.database.host},
              {"port", started_cfg_.database.port},
              {"name", started_cfg_.database.name}}},
