@@ -4,8 +4,11 @@
 The placement's git tag is checked out and built with CMake on its host. The new binary
 validates the new config before the running service is touched: a bad config fails the
 update with the validator's message and the service keeps running (runbook 7.1). Secrets
-(DB password, exchange API keys, the API token) reach the host only as ``.env`` (mode 600),
-written from the script's stdin.
+(DB password, exchange API keys, the API token) reach the host only as ``.env`` (root, mode
+600: systemd reads it as root; the service never needs the file), written from the script's
+stdin. A config change is hot-reloaded unless it touches a key only a restart applies; a change
+of role or trading alone is the cutover's (through the API); a primary holding the trading lease
+is never restarted unless ``service.allowPrimaryRestart`` says so.
 
 Moving a placement to another host replaces this component's step, deleting first: the service
 is stopped and its unit removed on the old host before it is installed on the new one, so a
@@ -23,6 +26,7 @@ from components.database import Database
 from components.reader import (BOOL, GIT_URL, IDENT, OCTAL_MODE, PACKAGE, UNIT_NAME, ListOf, Rule, Section,
                                abs_path, choice, integer, pattern, setting, text)
 from components.remote import Step
+from components.reports import report_from_stdout
 from components.server import Server
 from components.topology import AppPlacement
 
@@ -90,6 +94,9 @@ class ServiceSettings:
     strategies: tuple[Any, ...] = setting("strategies", ListOf(STRATEGY), "strategies in production.json", "7.2")
     trading_enabled: bool = setting("tradingEnabled", BOOL, "the primary trades once deployed (a standby never "
                                     "does)", "4.1 step 7", lab="true: blue trades in the lab")
+    allow_primary_restart: bool = setting("allowPrimaryRestart", BOOL, "a change that needs a restart may "
+                                          "restart the primary while it trades (a trading gap); otherwise the "
+                                          "update refuses and says to cut over first", "4.1, 7.1 step 4")
     shutdown_timeout_seconds: int = setting("shutdownTimeoutSeconds", integer(1, 600), "graceful shutdown limit",
                                             "4.1 step 7")
     unit: UnitSettings = setting("unit", Section(UnitSettings), "the systemd unit", "3.6 step 1")
@@ -201,6 +208,7 @@ class HftService(pulumi.ComponentResource):
             "HFT_UNIT_NAME": "hft_system",
             "HFT_HEALTH_URL": f"{app.api_url}/api/v1/health",
             "HFT_HEALTH_TIMEOUT": str(svc.health_timeout_seconds),
+            "HFT_ALLOW_PRIMARY_RESTART": "1" if svc.allow_primary_restart else "0",
         }
         files = {"production.json": render_app_config(svc, app, args.db_host, db.name, db.user),
                  "hft_system.service": render_unit(svc)}
@@ -213,5 +221,7 @@ class HftService(pulumi.ComponentResource):
         self.command = step.create(args.server.connection, self, depends_on=list(args.after), secret=True,
                                    triggers=[app.host.name], delete_before_replace=True)
         self.ready = self.command
-        self.version = pulumi.Output.from_input(app.version)
-        self.register_outputs({"version": self.version, "host": app.host.name, "role": app.role})
+        # What the running service reported at the end of the step (version, role, pid, commit).
+        self.report = pulumi.Output.unsecret(report_from_stdout(self.command.stdout, "HFT_SERVICE_REPORT"))
+        self.version = self.report.apply(lambda r: "v" + r["version"] if r.get("version") else "unknown")
+        self.register_outputs({"version": self.version, "report": self.report})

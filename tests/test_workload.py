@@ -1289,7 +1289,7 @@ def strategy_step(home: Path, api: str, sid: str, doc: dict, mode: str, state: s
 def strategy_delete(home: Path, api: str, sid: str):
     from components.remote import script_command
     text = script_command("strategy_delete.sh", {"HFT_STRATEGY_ID": sid, "HFT_HOME": str(home), "HFT_API": api,
-                                                  "HFT_PLACEMENT": "app:blue"})
+                                                  "HFT_PLACEMENT": "app:blue"}, mode="delete")
     return run(["sh", "-c", text], timeout=120)
 
 
@@ -1336,7 +1336,7 @@ def test_strategy_script_add_paper_gate_live_rollback_remove(make_instance, clus
     _, refused = strategy_step(home, api, "mm", mm, "live", "running", 3600)
     assert refused.returncode == 1
     assert re.search(r"error: strategy mm on app:blue: refusing to go live: in paper for 0h00m\d\ds \(since "
-                     + re.escape(rep["paper_since"]) + r"\), minPaperSeconds is 3600 \(1h00m00s\): 0h5\dm\d\ds left",
+                     + re.escape(rep["paper_since"]) + r"\), minPaperSeconds is 3600 \(1h00m00s\): (0h5\dm\d\ds|1h00m00s) left",
                      refused.stderr), refused.stderr
     assert json.loads((sdir / "mm.json").read_text())["paper_trading"] is True
     assert a.get("/strategies/mm")[1]["paper_trading"] is True

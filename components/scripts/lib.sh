@@ -289,3 +289,16 @@ write_pgpass() {
   chmod 600 "$__file"
   printf -v "$1" '%s' "$__file"
 }
+
+# api_auth_header ENVFILE OUT: the service's API token (HFT_API_TOKEN in its .env, systemd
+# EnvironmentFile quoting) as an "Authorization: Bearer" header in the 600 file OUT; read by
+# root on the host, so the token never travels in a step's command text or stdin.
+api_auth_header() {
+  local envfile=$1 out=$2 token key="HFT_API"_TOKEN
+  [ -f "$envfile" ] && [ ! -L "$envfile" ] || die "$envfile is missing or not a regular file (is the service deployed?)"
+  token=$(sed -n -e "s/^$key=\"\\(.*\\)\"\$/\\1/p" -e "s/^$key=\\([^\"].*\\)\$/\\1/p" "$envfile" | tail -n 1)
+  token=${token//\\\"/\"}
+  token=${token//\\\\/\\}
+  [ -n "$token" ] || die "no $key in $envfile: the API is read-only without it"
+  (umask 077 && printf 'Authorization: Bearer %s\n' "$token" >"$out")
+}

@@ -24,7 +24,15 @@
 # The new config is validated by the NEW binary (--validate-config, next to the live config so
 # relative paths resolve the same) before anything the running service uses is touched; on
 # failure the running service, its binary, config, .env and unit stay as they were.
-# Restarts only when something the service runs with changed (binary, config, .env, unit).
+# Restarts only when something the service runs with changed (binary, .env, unit, or a config
+# key the workload applies only at start: `hft_system --restart-keys`); any other config change
+# is hot-reloaded (runbook 7.1 step 3). A change of role or trading_enabled alone is written to
+# the file and applied by the cutover through the API, never by a restart. A primary that holds
+# the trading lease is not restarted unless HFT_ALLOW_PRIMARY_RESTART=1: cut over first.
+# A release that does not become healthy is rolled back to the previous one (binary, config,
+# .env, unit), which is started again, and the step fails saying so (DESIGN section 8).
+# A release whose tag now names another commit than the one it was built from is rebuilt.
+# Last line: HFT_SERVICE_REPORT=<JSON>, what the running service reports (version, role, pid).
 #
 # env:
 #   HFT_USER            application user, e.g. hft_user (required)
@@ -40,6 +48,7 @@
 #   HFT_UNIT_NAME       systemd unit name without .service, e.g. hft_system (required)
 #   HFT_HEALTH_URL      e.g. http://127.0.0.1:8080/api/v1/health (required)
 #   HFT_HEALTH_TIMEOUT  seconds to wait for health, default 60
+#   HFT_ALLOW_PRIMARY_RESTART  1: a primary holding the lease may be restarted (a trading gap); default 0
 # payload: lib.sh, production.json (-> $HFT_HOME/config/production.json),
 #          hft_system.service (-> /etc/systemd/system/$HFT_UNIT_NAME.service, 644 root),
 #          optional strategies/ (files -> $HFT_HOME/config/strategies/)
@@ -72,7 +81,8 @@ cat >"$env_staged"
 umask 022
 
 # shellcheck disable=SC2086
-install_packages ${HFT_BUILD_PACKAGES:-} git curl
+install_packages ${HFT_BUILD_PACKAGES:-} git curl jq
+api_base=${HFT_HEALTH_URL%/api/v1/health}
 
 # 3.5 step 1: users (the service's, and the one that builds releases)
 if id -u "$user" >/dev/null 2>&1; then
@@ -209,8 +219,22 @@ build_release() {
 rel=$rel_root/$tag
 newbin=$rel/bin/hft_system
 built=0
+# the commit the tag names now (annotated tags peeled); empty when the repository cannot be asked
+tag_commit() {
+  as_build git ls-remote "$HFT_REPO" "refs/tags/$tag" "refs/tags/$tag^{}" 2>/dev/null \
+    | awk '{c[$2] = $1} END {t = "refs/tags/'"$tag"'"; print (c[t "^{}"] != "" ? c[t "^{}"] : c[t])}'
+}
 if release_complete "$rel"; then
-  ok "release $tag installed ($rel)"
+  ensure_dir "$bdir" 700 "$buser:$bgroup" >/dev/null
+  built_from=$(sed -n 's/^commit=//p' "$rel/$MARK")
+  now=$(tag_commit || true)
+  if [ -n "$now" ] && [ "$now" != "$built_from" ]; then
+    warn "tag $tag moved from ${built_from:0:12} to ${now:0:12} since it was built: rebuilding"
+    build_release
+    built=1
+  else
+    ok "release $tag installed ($rel${built_from:+, ${built_from:0:12}})"
+  fi
 else
   build_release
   built=1
@@ -233,9 +257,36 @@ if ! vout=$(as_user "$newbin" --validate-config --config="$staged" 2>&1); then
 fi
 ok "config valid for $tag: $(tail -n 1 <<<"$vout" | sed "s#$staged#$cfg#")"
 
+# what runs now, kept to roll back to if the new release does not become healthy
+prev=$HFT_PAYLOAD/previous
+mkdir -p "$prev"
+link=$home/bin/hft_system
+prev_bin=$(readlink "$link" 2>/dev/null || true)
+[ ! -f "$cfg" ] || cp -p "$cfg" "$prev/production.json"
+[ ! -f "$home/.env" ] || cp -p "$home/.env" "$prev/.env"
+[ ! -f "/etc/systemd/system/$unit.service" ] || cp -p "/etc/systemd/system/$unit.service" "$prev/unit"
+holds_lease() { curl -fsS --max-time 3 "$api_base/api/v1/status" 2>/dev/null | jq -e '.lease.held_by_me == true' >/dev/null 2>&1; }
+
+# what in the config changed: nothing, only what the cutover owns (role, trading_enabled),
+# keys only a restart applies, or keys a hot reload applies
+config_change=none
+if [ -f "$cfg" ] && ! cmp -s "$staged" "$cfg"; then
+  strip='del(.role, .trading_enabled)'
+  if [ "$(jq -S "$strip" "$staged")" = "$(jq -S "$strip" "$cfg")" ]; then
+    config_change=cutover
+  else
+    restart_keys=$(as_user "$newbin" --restart-keys 2>/dev/null || echo '["api","database","log_dir","exchanges","node_id","lease"]')
+    differs=$(jq -n --argjson keys "$restart_keys" --slurpfile a "$staged" --slurpfile b "$cfg" \
+      '[$keys[] | split(".")[0]] | unique | map(select($a[0][.] != $b[0][.])) | join(",")')
+    differs=${differs//\"/}
+    if [ -n "$differs" ]; then config_change="restart:$differs"; else config_change=reload; fi
+  fi
+elif [ ! -f "$cfg" ]; then
+  config_change=new
+fi
+
 restart_why=()
 # binary (runbook 1.3: $HFT_HOME/bin/hft_system), a root-owned symlink to the release
-link=$home/bin/hft_system
 if [ -L "$link" ] && [ "$(readlink "$link")" = "$newbin" ] && [ "$(stat -c %u "$link")" = 0 ]; then
   ok "$link -> $newbin"
   if [ "$built" = 1 ]; then restart_why+=(binary); fi   # same path, rebuilt release
@@ -254,8 +305,12 @@ if [ -f "$cfg" ] && [ ! -L "$cfg" ] && cmp -s "$staged" "$cfg" \
   ok "$cfg"
 else
   mv -fT "$staged" "$cfg"
-  changed "$cfg"
-  restart_why+=(config)
+  case $config_change in
+    cutover) changed "$cfg (role/trading_enabled only: applied by the cutover through the API, no restart)" ;;
+    reload) changed "$cfg (hot reload)" ;;
+    restart:*) changed "$cfg (${config_change#restart:} change(s): restart needed)"; restart_why+=("config ${config_change#restart:}") ;;
+    *) changed "$cfg"; restart_why+=(config) ;;
+  esac
 fi
 if [ -d "$HFT_PAYLOAD/strategies" ]; then
   for f in "$HFT_PAYLOAD"/strategies/*; do
@@ -281,12 +336,44 @@ else
   changed "$unit enabled"
 fi
 
+roll_back() {  # roll_back WHY: the previous binary, config, .env and unit, started again
+  [ -n "$prev_bin" ] && [ -x "$prev_bin" ] || die "$1; no previous release to roll back to"
+  ln -sfn "$prev_bin" "$home/bin/.hft_system.new" && mv -Tf "$home/bin/.hft_system.new" "$link"
+  [ ! -f "$prev/production.json" ] || cp -p "$prev/production.json" "$cfg"
+  [ ! -f "$prev/.env" ] || cp -p "$prev/.env" "$home/.env"
+  if [ -f "$prev/unit" ]; then cp -p "$prev/unit" "/etc/systemd/system/$unit.service"; systemctl daemon-reload; fi
+  systemctl restart "$unit" || true
+  if wait_http "$HFT_HEALTH_URL" "$health_timeout" healthy; then
+    die "$1; rolled back to the previous release (${prev_bin#"$rel_root"/}), which is running and healthy"
+  fi
+  die "$1; rolled back to the previous release (${prev_bin#"$rel_root"/}), which is not healthy either"
+}
+
 if ! systemctl is-active --quiet "$unit"; then
   systemctl restart "$unit" || true
   changed "$unit started"
 elif [ ${#restart_why[@]} -gt 0 ]; then
+  if holds_lease && ! is_true "${HFT_ALLOW_PRIMARY_RESTART:-0}"; then
+    [ -z "$prev_bin" ] || { ln -sfn "$prev_bin" "$home/bin/.hft_system.new" && mv -Tf "$home/bin/.hft_system.new" "$link"; }
+    [ ! -f "$prev/production.json" ] || cp -p "$prev/production.json" "$cfg"
+    [ ! -f "$prev/.env" ] || cp -p "$prev/.env" "$home/.env"
+    if [ -f "$prev/unit" ] && ! cmp -s "$prev/unit" "/etc/systemd/system/$unit.service"; then
+      cp -p "$prev/unit" "/etc/systemd/system/$unit.service"; systemctl daemon-reload
+    fi
+    die "$unit on this host is the primary and holds the trading lease: a restart (${restart_why[*]} changed) would stop trading. Cut over to the standby first (hft:release.live), or set hft:service.allowPrimaryRestart; nothing was changed"
+  fi
   systemctl restart "$unit" || true
   changed "$unit restarted (${restart_why[*]} changed)"
+elif [ "$config_change" = reload ]; then
+  # 7.1 step 3: hot reload with the API token the service itself reads from .env
+  api_auth_header "$home/.env" "$HFT_PAYLOAD/auth.header"
+  if ! out=$(curl -sS --max-time 10 -H @"$HFT_PAYLOAD/auth.header" -w '\n%{http_code}' "$api_base/api/v1/config/reload") \
+      || [ "${out##*$'\n'}" != 200 ]; then
+    die "hot reload of $cfg refused: $(head -n 1 <<<"$out" | cut -c1-300)"
+  fi
+  needs=$(curl -fsS --max-time 5 "$api_base/api/v1/config/status" | jq -r '.requires_restart')
+  [ "$needs" = false ] || die "hot reload applied but the service says a restart is still required: $(curl -fsS --max-time 5 "$api_base/api/v1/config/status" | jq -c '.restart_required_keys')"
+  changed "$unit hot-reloaded (runbook 7.1 step 3), same PID $(systemctl show -p MainPID --value "$unit")"
 else
   ok "$unit running, unchanged"
 fi
@@ -296,6 +383,9 @@ if wait_http "$HFT_HEALTH_URL" "$health_timeout" healthy; then
 else
   echo "--- last 30 journal lines of $unit ---" >&2
   journalctl -u "$unit" -n 30 --no-pager >&2 || true
+  if [ -n "$prev_bin" ] && [ ${#restart_why[@]} -gt 0 ]; then
+    roll_back "$unit ($tag) not healthy at $HFT_HEALTH_URL after $health_timeout s"
+  fi
   die "$unit not healthy at $HFT_HEALTH_URL after $health_timeout s"
 fi
 
@@ -312,3 +402,6 @@ for d in "$rel_root"/*; do
 done
 
 if [ "$HFT_CHANGES" -eq 0 ]; then ok "service: no changes"; else echo "changed: service: $HFT_CHANGES change(s)"; fi
+st=$(curl -fsS --max-time 5 "$api_base/api/v1/status" || echo '{}')
+echo "HFT_SERVICE_REPORT=$(jq -c --arg commit "$(sed -n 's/^commit=//p' "$(dirname "$(dirname "$(readlink "$link")")")/$MARK")" \
+  '{version: .version, role: .role, trading_enabled: .trading_enabled, pid: .pid, node_id: .node_id, commit: $commit}' <<<"$st")"

@@ -48,17 +48,11 @@ install_packages curl jq
 group=$(id -gn "$HFT_USER" 2>/dev/null) || die "user $HFT_USER does not exist (is the service deployed on this host?)"
 
 # --- helpers (strategy_delete.sh has the same three)
-# the token: HFT_API_TOKEN="..." in .env (systemd EnvironmentFile quoting), into a 600 header file
+# the token, from the service's .env into a 600 header file (lib.sh)
 read_token() {
-  # the key in .env, spelled in two parts so that it is not taken for one of this script's env inputs
-  local envfile=$home/.env token key="HFT_API"_TOKEN
-  [ -f "$envfile" ] && [ ! -L "$envfile" ] || die "$where: $envfile is missing or not a regular file (is the service deployed?)"
-  token=$(sed -n -e "s/^$key=\"\\(.*\\)\"\$/\\1/p" -e "s/^$key=\\([^\"].*\\)\$/\\1/p" "$envfile" | tail -n 1)
-  token=${token//\\\"/\"}
-  token=${token//\\\\/\\}
-  [ -n "$token" ] || die "$where: no $key in $envfile: the API is read-only without it"
   auth=$HFT_PAYLOAD/auth.header
-  (umask 077 && printf 'Authorization: Bearer %s\n' "$token" >"$auth")
+  ( api_auth_header "$home/.env" "$auth" ) 2>&1 | sed "s|^error: |error: $where: |" >&2
+  [ -s "$auth" ] || exit 1
 }
 # api METHOD PATH [BODY]: API_CODE (000 when it does not answer) and API_BODY; writes carry the token
 api() {

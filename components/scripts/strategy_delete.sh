@@ -24,15 +24,9 @@ install_packages curl jq
 
 # --- helpers (as in strategy.sh)
 read_token() {
-  # the key in .env, spelled in two parts so that it is not taken for one of this script's env inputs
-  local envfile=$home/.env token key="HFT_API"_TOKEN
-  [ -f "$envfile" ] && [ ! -L "$envfile" ] || die "$where: $envfile is missing or not a regular file"
-  token=$(sed -n -e "s/^$key=\"\\(.*\\)\"\$/\\1/p" -e "s/^$key=\\([^\"].*\\)\$/\\1/p" "$envfile" | tail -n 1)
-  token=${token//\\\"/\"}
-  token=${token//\\\\/\\}
-  [ -n "$token" ] || die "$where: no $key in $envfile: the API is read-only without it"
   auth=$HFT_PAYLOAD/auth.header
-  (umask 077 && printf 'Authorization: Bearer %s\n' "$token" >"$auth")
+  ( api_auth_header "$home/.env" "$auth" ) 2>&1 | sed "s|^error: |error: $where: |" >&2
+  [ -s "$auth" ] || exit 1
 }
 api() {
   local args=(-sS --max-time 30 -X "$1" -o "$HFT_PAYLOAD/api.out" -w '%{http_code}')
