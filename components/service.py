@@ -94,6 +94,10 @@ class ServiceSettings:
     strategies: tuple[Any, ...] = setting("strategies", ListOf(STRATEGY), "strategies in production.json", "7.2")
     trading_enabled: bool = setting("tradingEnabled", BOOL, "the primary trades once deployed (a standby never "
                                     "does)", "4.1 step 7", lab="true: blue trades in the lab")
+    tick_interval_ms: int = setting("tickIntervalMs", integer(10, 60000), "one market-data tick and strategy "
+                                    "evaluation; hot-reloaded without a restart", "7.1")
+    db_connect_timeout_seconds: int = setting("dbConnectTimeoutSeconds", integer(1, 300), "database connect "
+                                              "timeout; applied only at start (a restart)", "7.1")
     allow_primary_restart: bool = setting("allowPrimaryRestart", BOOL, "a change that needs a restart may "
                                           "restart the primary while it trades (a trading gap); otherwise the "
                                           "update refuses and says to cut over first", "4.1, 7.1 step 4")
@@ -114,11 +118,12 @@ def render_app_config(svc: ServiceSettings, app: AppPlacement, db_host: str, db_
         "api": {"bind": app.api_bind, "port": svc.api_port},
         "log_dir": svc.log_dir,
         "database": {"host": db_host, "port": 5432, "name": db_name, "user": db_user,
-                     "connect_timeout_seconds": 5},
+                     "connect_timeout_seconds": svc.db_connect_timeout_seconds},
         "exchanges": [{"name": x, "enabled": True} for x in svc.exchanges],
         "strategies": [dict(s) for s in svc.strategies],
         "strategies_dir": "strategies",
         "shutdown_timeout_seconds": svc.shutdown_timeout_seconds,
+        "tick_interval_ms": svc.tick_interval_ms,
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 

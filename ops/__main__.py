@@ -19,7 +19,9 @@ import sys
 import time
 
 from ops import hosts
-from ops.stack import OpsStack
+from pathlib import Path
+
+from ops.stack import PROJECT, OpsStack
 
 KILLSWITCH = r'''
 set -euo pipefail
@@ -114,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     for verb in ("killswitch", "rollback", "reconcile"):
         v = sub.add_parser(verb)
         v.add_argument("-s", "--stack", required=True)
+        v.add_argument("--cwd", type=Path, default=PROJECT, help="the project directory (default: this repository)")
         if verb != "reconcile":
             v.add_argument("--reason", required=True)
     args = p.parse_args(argv)
-    ops = OpsStack.select(args.stack)
+    ops = OpsStack.select(args.stack, args.cwd)
     if args.verb == "killswitch":
         killswitch(ops, args.reason)
         return 0

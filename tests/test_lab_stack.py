@@ -203,10 +203,239 @@ def test_a_new_release_on_green_leaves_blue_untouched(deployed) -> None:
     cli.run("up", "--yes", "--skip-preview", timeout=1800)
     TIMINGS["release v1.1.0 to green"] = time.monotonic() - t0
     assert status(GREEN_HOST)["version"].startswith("1.1.0")
-    assert status(BLUE_HOST)["version"].startswith("1.0.0") and service_pid() == blue_pid
+    blue = status(BLUE_HOST)
+    assert blue["version"].startswith("1.0.0") and service_pid() == blue_pid
+    assert blue["trading_active"] and blue["lease"]["held_by_me"], "blue stopped trading during green's release"
     outputs = cli.outputs()
     assert outputs["colors"]["green"]["version"] == "v1.1.0"
     assert outputs["validation"]["green"]["status"] == "SUCCESS"
+
+
+# ---- day-2 changes (runbook 7.1, 7.2) ---------------------------------------------------
+
+def api_write(host: str, path: str, body: dict) -> dict:
+    """A state-changing API call on ``host``, with the token the service reads from its .env."""
+    address = json.loads(lab("inventory").stdout)["hosts"][host]["address"]
+    script = ("key=HFT_API_TOKEN; t=$(sed -n \"s/^$key=\\\"\\(.*\\)\\\"$/\\1/p\" /opt/hft_system/.env); "
+              "printf 'Authorization: Bearer %s\\n' \"$t\" | curl -sS -X POST -H @- -H 'Content-Type: application/json' "
+              f"--data '{json.dumps(body)}' http://{address}:8080/api/v1{path}")
+    return json.loads(on_host(script, host=host))
+
+
+def sql(query: str) -> str:
+    """A query on the lab stack's database (on blue's host), as postgres."""
+    return on_host(f"runuser -u postgres -- psql -X -A -t -q -d hft_db -c \"{query}\"").strip()
+
+
+def test_a_hot_reloadable_change_keeps_the_pid(deployed) -> None:
+    """Runbook 7.1 steps 2-3: validated, then hot-reloaded; no restart, no trading gap."""
+    cli, _ = deployed
+    pid = service_pid()
+    cli.run("config", "set", "--path", "hft:service.tickIntervalMs", "120")
+    up = cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    assert service_pid() == pid
+    running = json.loads(on_host(f"curl -sf {api_of(BLUE_HOST)}/api/v1/config"))
+    assert running["tick_interval_ms"] == 120
+    assert "hot-reloaded" in up.stdout or "output not streamed" in up.stdout
+
+
+def test_a_restart_of_the_trading_primary_is_refused_unless_allowed(deployed) -> None:
+    """A restart-only key on blue (primary, holding the lease): refused with nothing changed,
+    then done gracefully when the config explicitly allows it."""
+    cli, _ = deployed
+    pid = service_pid()
+    cli.run("config", "set", "--path", "hft:service.dbConnectTimeoutSeconds", "6")
+    proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+    assert proc.returncode != 0 and "holds the trading lease" in proc.stdout + proc.stderr
+    assert service_pid() == pid and status(BLUE_HOST)["trading_active"] is True
+    cli.run("config", "set", "--path", "hft:service.allowPrimaryRestart", "true")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    assert service_pid() != pid
+    assert status(BLUE_HOST)["lease"]["held_by_me"] is True
+    cli.run("config", "set", "--path", "hft:service.allowPrimaryRestart", "false")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+
+
+def strategy(host: str, sid: str) -> dict:
+    return json.loads(on_host(f"curl -sf {api_of(host)}/api/v1/strategies/{sid}", host=host))
+
+
+def test_a_strategy_goes_live_only_after_its_paper_time(deployed) -> None:
+    """Runbook 7.2 steps 3-6: a new strategy is loaded in paper; live is refused before
+    minPaperSeconds (30 s in the lab), measured from the workload's own record; accepted after."""
+    cli, _ = deployed
+    for key, value in (("name", "ETH-USD market making"), ("symbol", "ETH-USD"), ("exchange", "coinbase"),
+                       ("maxPosition", "2"), ("mode", "paper"), ("state", "running")):
+        cli.run("config", "set", "--path", f"hft:strategies.deployed.mm_eth_usd.{key}", value)
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    new = strategy(BLUE_HOST, "mm_eth_usd")
+    assert new["paper_trading"] is True and new["status"] == "running" and new["paper_since"], new
+    cli.run("config", "set", "--path", "hft:strategies.deployed.mm_eth_usd.mode", "live")
+    proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+    assert proc.returncode != 0 and "refusing to go live" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert strategy(BLUE_HOST, "mm_eth_usd")["paper_trading"] is True
+    time.sleep(31)
+    cli.run("config", "set", "--path", "hft:strategies.deployed.mm_btc_usd.mode", "live")  # loaded at first up
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    for sid in ("mm_eth_usd", "mm_btc_usd"):
+        live = strategy(BLUE_HOST, sid)
+        assert live["paper_trading"] is False and live["status"] == "running", live
+
+
+def test_a_strategy_rolled_back_to_its_previous_config_leaves_the_others_untouched(deployed) -> None:
+    """Runbook 5.3: the stack file back to the previous version: stop, unload, load old, start;
+    the other strategy keeps running with its counters."""
+    cli, _ = deployed
+    other = strategy(BLUE_HOST, "mm_btc_usd")
+    cli.run("config", "set", "--path", "hft:strategies.deployed.mm_eth_usd.maxPosition", "1")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    assert strategy(BLUE_HOST, "mm_eth_usd")["max_position"] == 1
+    cli.run("config", "set", "--path", "hft:strategies.deployed.mm_eth_usd.maxPosition", "2")   # the revert
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    assert strategy(BLUE_HOST, "mm_eth_usd")["max_position"] == 2
+    after = strategy(BLUE_HOST, "mm_btc_usd")
+    assert after["status"] == "running"
+    assert after["performance"]["orders"] >= other["performance"]["orders"], (other, after)   # not reloaded
+
+
+def test_a_removed_strategy_is_stopped_and_unloaded(deployed) -> None:
+    cli, _ = deployed
+    cli.run("config", "rm", "--path", "hft:strategies.deployed.mm_eth_usd")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    gone = on_host(f"curl -s -o /dev/null -w '%{{http_code}}' {api_of(BLUE_HOST)}/api/v1/strategies/mm_eth_usd")
+    assert gone.strip() == "404"
+    assert strategy(BLUE_HOST, "mm_btc_usd")["status"] == "running"
+
+
+def api_of(host: str) -> str:
+    return f"http://{json.loads(lab('inventory').stdout)['hosts'][host]['address']}:8080"
+
+
+# ---- blue-green (runbook 4.1 steps 7-9, 5.1) ---------------------------------------------
+
+def epochs_never_interleave() -> None:
+    """Orders ordered by time carry non-decreasing epochs: no two primaries ever wrote at once."""
+    assert sql("SELECT count(*) FROM (SELECT epoch, lag(epoch) OVER (ORDER BY created_at, id) AS prev "
+               "FROM orders WHERE epoch IS NOT NULL) o WHERE epoch < prev") == "0"
+
+
+def positions_match_fills() -> None:
+    """Positions are never lost or duplicated: each equals the sum of the live fills."""
+    assert sql("SELECT count(*) FROM positions p FULL JOIN (SELECT exchange, symbol, "
+               "sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END) q FROM fills WHERE NOT paper "
+               "GROUP BY 1, 2) f USING (exchange, symbol) WHERE coalesce(p.quantity, 0) <> coalesce(f.q, 0)") == "0"
+
+
+def cut_over(cli, color: str) -> dict:
+    cli.run("config", "set", "--path", "hft:release.live", color)
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    return cli.outputs()["cutover"]
+
+
+def test_cutover_fences_blue_and_promotes_green_with_a_new_epoch(deployed) -> None:
+    cli, _ = deployed
+    before = status(BLUE_HOST)["lease"]["my_epoch"]
+    report = cut_over(cli, "green")
+    assert report["status"] == "SUCCESS" and report["to"] == "green" and report["from"] == "blue", report
+    assert report["epoch"] > before and report["to_version"].startswith("1.1.0")
+    green, blue = status(GREEN_HOST), status(BLUE_HOST)
+    assert green["lease"]["held_by_me"] and green["trading_active"] and green["role"] == "primary"
+    assert not blue["lease"]["held_by_me"] and not blue["trading_active"] and blue["role"] == "standby"
+    # a stale epoch's write is refused by the database itself
+    stale = sql("DO $$ BEGIN INSERT INTO orders (client_order_id, exchange, symbol, side, quantity, price, status, "
+                f"epoch) VALUES ('stale-1', 'coinbase', 'BTC-USD', 'buy', 1, 1, 'working', {before}); "
+                "EXCEPTION WHEN OTHERS THEN RAISE NOTICE 'refused'; END $$; "
+                "SELECT count(*) FROM orders WHERE client_order_id = 'stale-1'")
+    assert stale.endswith("0"), stale
+    epochs_never_interleave()
+    positions_match_fills()
+
+
+def test_rollback_with_the_on_call_command(deployed) -> None:
+    """Runbook 5.1 in one go: kill switch on green, back to blue (no build), reconcile, notice."""
+    cli, _ = deployed
+    proc = subprocess.run([str(REPO / "venv" / "bin" / "python"), "-m", "ops", "rollback", "-s", "lab",
+                           "--cwd", str(cli.project_dir), "--reason", "critical bug (lab drill)"],
+                          cwd=REPO, env=cli.env(), capture_output=True, text=True, timeout=1800)
+    cli.transcript.append(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ROLLBACK NOTICE: rolled back to v1.0.0 (blue) due to critical bug (lab drill)" in proc.stdout
+    assert "reconciliation: 0 difference(s)" in proc.stdout
+    assert status(BLUE_HOST)["lease"]["held_by_me"] and status(BLUE_HOST)["trading_active"]
+    assert "live: blue" in (cli.project_dir / "Pulumi.lab.yaml").read_text()   # the stack file says what runs
+    assert cli.outputs()["cutover"]["why"] == "rollback from green: critical bug (lab drill)"
+
+
+def test_cutover_and_rollback_cycles_under_order_flow(deployed) -> None:
+    cli, _ = deployed
+    gaps = []
+    for _ in range(3):
+        for color in ("green", "blue"):
+            report = cut_over(cli, color)
+            assert report["status"] == "SUCCESS", report
+            gaps.append(report["trading_gap_ms"])
+    epochs_never_interleave()
+    positions_match_fills()
+    TIMINGS["trading gaps (ms)"] = gaps   # bench/cutover_bench.py measures 20 cycles
+
+
+def test_a_failing_watch_gate_rolls_back_by_itself(deployed) -> None:
+    """Errors on the new primary during the watch window (here: its kill switch, pulled while it
+    is watched) fail the gate; blue is promoted back and the update fails saying why."""
+    cli, _ = deployed
+    cli.run("config", "set", "--path", "hft:cutover.watchSeconds", "20")
+    cli.run("config", "set", "--path", "hft:release.live", "green")
+    import threading
+
+    def pull_killswitch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if status(GREEN_HOST)["lease"]["held_by_me"]:
+                api_write(GREEN_HOST, "/killswitch", {"reason": "injected fault"})
+                return
+            time.sleep(0.5)
+
+    fault = threading.Thread(target=pull_killswitch)
+    fault.start()
+    proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+    fault.join()
+    assert proc.returncode != 0 and "rolled back" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert status(BLUE_HOST)["lease"]["held_by_me"] and status(BLUE_HOST)["trading_active"]
+    cli.run("config", "set", "--path", "hft:cutover.watchSeconds", "5")
+    cli.run("config", "set", "--path", "hft:release.live", "blue")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    epochs_never_interleave()
+
+
+def test_a_cutover_to_a_color_that_does_not_deploy_never_starts(deployed) -> None:
+    """Green asked to run a tag that does not exist, and to go live: green's release fails, the
+    cutover never runs, blue keeps trading on the same epoch."""
+    cli, _ = deployed
+    epoch = status(BLUE_HOST)["lease"]["my_epoch"]
+    cli.run("config", "set", "--path", "hft:release.green.version", "v9.9.9")
+    cli.run("config", "set", "--path", "hft:release.live", "green")
+    proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+    assert proc.returncode != 0 and "tag v9.9.9 not found" in proc.stdout + proc.stderr
+    blue = status(BLUE_HOST)
+    assert blue["lease"]["held_by_me"] and blue["lease"]["my_epoch"] == epoch and blue["trading_active"]
+    cli.run("config", "set", "--path", "hft:release.green.version", "v1.1.0")
+    cli.run("config", "set", "--path", "hft:release.live", "blue")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+
+
+def test_a_release_that_never_becomes_healthy_leaves_the_previous_one_running(deployed) -> None:
+    """v1.1.1 builds and starts but is never healthy: green goes back to v1.1.0 and runs it."""
+    cli, _ = deployed
+    cli.run("config", "set", "--path", "hft:release.green.version", "v1.1.1")
+    cli.run("config", "set", "--path", "hft:service.healthTimeoutSeconds", "15")
+    proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+    assert proc.returncode != 0
+    assert "rolled back to the previous release (v1.1.0" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert status(GREEN_HOST)["version"].startswith("1.1.0")
+    assert on_host("systemctl is-active hft_system", host=GREEN_HOST).strip() == "active"
+    cli.run("config", "set", "--path", "hft:release.green.version", "v1.1.0")
+    cli.run("config", "rm", "--path", "hft:service.healthTimeoutSeconds")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
 
 
 def test_moving_green_stops_it_on_the_old_host_first(deployed) -> None:

@@ -55,12 +55,14 @@ done <"$tmp/files"
 
 # release VERSION METRICS(ON|OFF) EPOCH [PARENT] -> prints the commit; tags it vVERSION.
 release() {
-  local version=$1 metrics=$2 epoch=$3 parent=${4:-}
+  local version=$1 metrics=$2 epoch=$3 parent=${4:-} broken=${5:-OFF}
   sed -e "s/^set(HFT_VERSION .*/set(HFT_VERSION \"$version\")/" \
       -e "s/^set(HFT_WRITE_STRATEGY_METRICS_DEFAULT .*/set(HFT_WRITE_STRATEGY_METRICS_DEFAULT $metrics)/" \
+      -e "s/^set(HFT_NEVER_HEALTHY_DEFAULT .*/set(HFT_NEVER_HEALTHY_DEFAULT $broken)/" \
       "$src/release.cmake" >"$tree/release.cmake"
   grep -q "^set(HFT_VERSION \"$version\")" "$tree/release.cmake"
   grep -q "^set(HFT_WRITE_STRATEGY_METRICS_DEFAULT $metrics)" "$tree/release.cmake"
+  grep -q "^set(HFT_NEVER_HEALTHY_DEFAULT $broken)" "$tree/release.cmake"
   export GIT_AUTHOR_DATE="$epoch +0000" GIT_COMMITTER_DATE="$epoch +0000"
   git --git-dir="$repo" --work-tree="$tree" add -A
   local t c
@@ -76,6 +78,8 @@ release() {
 
 c100=$(release 1.0.0 OFF 1763632800)        # 2025-11-20T10:00:00Z
 c110=$(release 1.1.0 ON 1764064800 "$c100")  # 2025-11-25T10:00:00Z
+# v1.1.1: builds and starts, never healthy (the lab's failed release); main stays on v1.1.0
+release 1.1.1 ON 1764151200 "$c110" ON >/dev/null  # 2025-11-26T10:00:00Z
 git --git-dir="$repo" update-ref refs/heads/main "$c110"
 git --git-dir="$repo" update-server-info
 

@@ -712,6 +712,8 @@ void Engine::lease_loop() {
 
 Reply Engine::health() {
   if (stopping_) return {503, {{"status", "unhealthy"}, {"reason", "shutting down"}}, ""};
+  if constexpr (HFT_NEVER_HEALTHY)
+    return {503, {{"status", "unhealthy"}, {"reason", "this release is built never to be healthy (NEVER_HEALTHY)"}}, ""};
   DbResult r = db_.exec("SELECT 1 FROM positions LIMIT 1");
   if (!r.ok) {
     std::string reason = r.error.rfind("database unreachable", 0) == 0
