@@ -120,8 +120,17 @@ class MapOf:
         for k, v in value.items():
             if self.key.read(k, f"{where} key", problems) is None:
                 continue
-            out[k] = self.value.read(v, f"{where}.{k}", problems)
+            item = self.read_item(k, v, f"{where}.{k}", problems)
+            if item is not SKIP:
+                out[k] = item
         return out
+
+    def read_item(self, key: Any, value: Any, where: str, problems: list[str]) -> Any:
+        """One value (a subclass may check it against its key; return ``SKIP`` to drop it)."""
+        return self.value.read(value, where, problems)
+
+
+SKIP = object()
 
 
 def read(cls: type, raw: Any, path: str, problems: list[str]) -> Any:

@@ -32,7 +32,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 
-from components.reader import MapOf, Rule, Section, choice, integer, pattern, read, setting, shown, text
+from components.reader import SKIP, MapOf, Rule, Section, choice, integer, pattern, read, setting, shown, text
 from components.remote import Step
 from components.reports import report_from_stdout
 from components.server import Server
@@ -83,20 +83,12 @@ class StrategyMap(MapOf):
     def __init__(self) -> None:
         super().__init__(STRATEGY_ID, Section(StrategySettings))
 
-    def read(self, value: Any, where: str, problems: list[str]) -> Any:
-        if not isinstance(value, dict):
-            problems.append(f"hft:{where} = {shown(value)}: expected {self.allowed}")
-            return {}
-        out = {}
-        for k, v in value.items():
-            if self.key.read(k, f"{where} key", problems) is None:
-                continue
-            if isinstance(v, dict) and v.get("id") is not None and v["id"] != k:
-                problems.append(f"hft:{where}.{k}.id = {shown(v['id'])}: expected {shown(k)} (the key it is "
-                                "listed under), or no id")
-                continue
-            out[k] = read(StrategySettings, {**v, "id": k} if isinstance(v, dict) else v, f"{where}.{k}", problems)
-        return out
+    def read_item(self, key: Any, value: Any, where: str, problems: list[str]) -> Any:
+        if isinstance(value, dict) and value.get("id") is not None and value["id"] != key:
+            problems.append(f"hft:{where}.id = {shown(value['id'])}: expected {shown(key)} (the key it is "
+                            "listed under), or no id")
+            return SKIP
+        return read(StrategySettings, {**value, "id": key} if isinstance(value, dict) else value, where, problems)
 
 
 @dataclass(frozen=True)

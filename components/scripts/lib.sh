@@ -302,3 +302,28 @@ api_auth_header() {
   [ -n "$token" ] || die "no $key in $envfile: the API is read-only without it"
   (umask 077 && printf 'Authorization: Bearer %s\n' "$token" >"$out")
 }
+
+# The service's API from a script on its host. Callers set `home` (the service's home, with
+# its .env), `where` (what the messages name) and HFT_API (its base URL).
+#   read_token            the token into a 600 header file ($auth)
+#   api METHOD PATH [BODY] API_CODE (000 when it does not answer) and API_BODY; writes carry
+#                         the token and a JSON body ({} when none: a POST without one is a 400)
+#   api_fail WHAT         die with the answer's error
+read_token() {
+  auth=$HFT_PAYLOAD/auth.header
+  ( api_auth_header "$home/.env" "$auth" ) 2>&1 | sed "s|^error: |error: $where: |" >&2
+  [ -s "$auth" ] || exit 1
+}
+api() {
+  local args=(-sS --max-time 30 -X "$1" -o "$HFT_PAYLOAD/api.out" -w '%{http_code}')
+  [ "$1" = GET ] || args+=(-H @"$auth" -H 'Content-Type: application/json' --data "${3:-{\}}")
+  rm -f "$HFT_PAYLOAD/api.out"
+  API_CODE=$(curl "${args[@]}" "$HFT_API/api/v1$2" 2>"$HFT_PAYLOAD/api.err") || API_CODE=000
+  API_BODY=$(cat "$HFT_PAYLOAD/api.out" 2>/dev/null || true)
+}
+api_fail() {
+  local why
+  why=$(jq -r '.error // empty' <<<"$API_BODY" 2>/dev/null || true)
+  [ -n "$why" ] || why=$(head -c 300 <<<"$API_BODY$(cat "$HFT_PAYLOAD/api.err" 2>/dev/null)")
+  die "$where: $1 answered HTTP $API_CODE: $why"
+}

@@ -47,28 +47,7 @@ min=$HFT_MIN_PAPER_SECONDS
 install_packages curl jq
 group=$(id -gn "$HFT_USER" 2>/dev/null) || die "user $HFT_USER does not exist (is the service deployed on this host?)"
 
-# --- helpers (strategy_delete.sh has the same three)
-# the token, from the service's .env into a 600 header file (lib.sh)
-read_token() {
-  auth=$HFT_PAYLOAD/auth.header
-  ( api_auth_header "$home/.env" "$auth" ) 2>&1 | sed "s|^error: |error: $where: |" >&2
-  [ -s "$auth" ] || exit 1
-}
-# api METHOD PATH [BODY]: API_CODE (000 when it does not answer) and API_BODY; writes carry the token
-api() {
-  local args=(-sS --max-time 30 -X "$1" -o "$HFT_PAYLOAD/api.out" -w '%{http_code}')
-  # writes carry the token and a JSON body ({} when none: a POST without one is answered 400)
-  [ "$1" = GET ] || args+=(-H @"$auth" -H 'Content-Type: application/json' --data "${3:-{\}}")
-  rm -f "$HFT_PAYLOAD/api.out"
-  API_CODE=$(curl "${args[@]}" "$HFT_API/api/v1$2" 2>"$HFT_PAYLOAD/api.err") || API_CODE=000
-  API_BODY=$(cat "$HFT_PAYLOAD/api.out" 2>/dev/null || true)
-}
-api_fail() {  # api_fail WHAT: die with the answer's error
-  local why
-  why=$(jq -r '.error // empty' <<<"$API_BODY" 2>/dev/null || true)
-  [ -n "$why" ] || why=$(head -c 300 <<<"$API_BODY$(cat "$HFT_PAYLOAD/api.err" 2>/dev/null)")
-  die "$where: $1 answered HTTP $API_CODE: $why"
-}
+# the API client (read_token, api, api_fail): lib.sh
 # the strategies directory, never reached through a symlink
 strategies_dir=$home/config/strategies
 for d in "$home" "$home/config" "$strategies_dir"; do

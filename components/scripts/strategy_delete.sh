@@ -22,26 +22,7 @@ home=${HFT_HOME%/}
 where="strategy $id on $HFT_PLACEMENT"
 install_packages curl jq
 
-# --- helpers (as in strategy.sh)
-read_token() {
-  auth=$HFT_PAYLOAD/auth.header
-  ( api_auth_header "$home/.env" "$auth" ) 2>&1 | sed "s|^error: |error: $where: |" >&2
-  [ -s "$auth" ] || exit 1
-}
-api() {
-  local args=(-sS --max-time 30 -X "$1" -o "$HFT_PAYLOAD/api.out" -w '%{http_code}')
-  # writes carry the token and a JSON body ({} when none: a POST without one is answered 400)
-  [ "$1" = GET ] || args+=(-H @"$auth" -H 'Content-Type: application/json' --data "${3:-{\}}")
-  rm -f "$HFT_PAYLOAD/api.out"
-  API_CODE=$(curl "${args[@]}" "$HFT_API/api/v1$2" 2>"$HFT_PAYLOAD/api.err") || API_CODE=000
-  API_BODY=$(cat "$HFT_PAYLOAD/api.out" 2>/dev/null || true)
-}
-api_fail() {
-  local why
-  why=$(jq -r '.error // empty' <<<"$API_BODY" 2>/dev/null || true)
-  [ -n "$why" ] || why=$(head -c 300 <<<"$API_BODY$(cat "$HFT_PAYLOAD/api.err" 2>/dev/null)")
-  die "$where: $1 answered HTTP $API_CODE: $why"
-}
+# the API client (read_token, api, api_fail): lib.sh
 
 # the file first, so that no restart or reload loads it again (rm removes a link itself, never its target)
 file=$home/config/strategies/$id.json
