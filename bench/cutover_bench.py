@@ -38,7 +38,7 @@ def on(host: str, command: str) -> str:
 
 
 def sql(query: str) -> str:
-    return on(BLUE, f"runuser -u postgres -- psql -X -A -t -q -d hft_db -c \"{query}\"").strip()
+    return on(BLUE, f"cd /tmp && runuser -u postgres -- psql -X -A -t -q -d hft_db <<'SQL'\n{query}\nSQL").strip()
 
 
 def address(host: str) -> str:

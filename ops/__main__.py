@@ -33,6 +33,7 @@ printf 'Authorization: Bearer %s\n' "$token" | curl -sS --fail-with-body --max-t
 
 RECONCILE = r'''
 set -euo pipefail
+cd /tmp
 log={log_dir}/reconciliation_$(date -u +%Y%m%d_%H%M%S).log
 mkdir -p {log_dir}
 runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -d {db} -c "

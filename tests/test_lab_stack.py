@@ -223,8 +223,8 @@ def api_write(host: str, path: str, body: dict) -> dict:
 
 
 def sql(query: str) -> str:
-    """A query on the lab stack's database (on blue's host), as postgres."""
-    return on_host(f"runuser -u postgres -- psql -X -A -t -q -d hft_db -c \"{query}\"").strip()
+    """A query on the lab stack's database (on blue's host), as postgres (the SQL on stdin)."""
+    return on_host(f"cd /tmp && runuser -u postgres -- psql -X -A -t -q -d hft_db <<'SQL'\n{query}\nSQL").strip()
 
 
 def test_a_hot_reloadable_change_keeps_the_pid(deployed) -> None:
