@@ -27,6 +27,11 @@ PROTECTED_SERVICES = ("ssh", "sshd", "systemd-journald", "systemd-logind", "syst
                       "dbus", "cron", "postgresql", "prometheus", "prometheus-node-exporter", "hft_system")
 
 
+# Runbook values that look like sysctls but are not: `sysctl -p` would fail on a real kernel.
+NOT_SYSCTLS = {"net.ipv4.tcp_nodelay": "TCP_NODELAY is a per-socket option the program sets, not a Linux "
+                                       "sysctl; hft_system sets it on its sockets"}
+
+
 @dataclass(frozen=True)
 class Limit:
     """One line of limits.d (runbook 3.2 step 3)."""
@@ -70,9 +75,14 @@ class BaselineSettings:
                                         "3.3 steps 1-2")
 
     def check(self, path: str) -> list[str]:
+        out = []
         verdict = _not_protected(self.disabled_services)
-        return [] if verdict is True else [f"hft:{path}.disabledServices = {list(self.disabled_services)}: "
-                                           f"expected {verdict}"]
+        if verdict is not True:
+            out.append(f"hft:{path}.disabledServices = {list(self.disabled_services)}: expected {verdict}")
+        for key, why in NOT_SYSCTLS.items():
+            if key in self.sysctl:
+                out.append(f"hft:{path}.sysctl.{key} = {self.sysctl[key]!r}: expected no such key ({why})")
+        return out
 
 
 def render_limits(b: BaselineSettings) -> str:

@@ -122,6 +122,7 @@ BAD = [
     ("baseline/sysctl/vm.swappiness", True, "hft:baseline.sysctl.vm.swappiness = true: expected a sysctl value"),
     ("baseline/sysctl/vm.swappiness", "1\nkernel.x=1", "expected a sysctl value"),
     ("baseline/sysctl/vm swappiness", "1", 'hft:baseline.sysctl key = "vm swappiness": expected a sysctl key'),
+    ("baseline/sysctl/net.ipv4.tcp_nodelay", "1", "expected no such key (TCP_NODELAY is a per-socket option"),
     ("baseline/cpuGovernor", "turbo", 'hft:baseline.cpuGovernor = "turbo": expected one of performance'),
     ("baseline/disabledServices", ["cups", "ssh"], "ssh may not be disabled"),
     ("baseline/disabledServices", ["postgresql@15-main"], "postgresql@15-main may not be disabled"),

@@ -215,10 +215,9 @@ def test_a_new_release_on_green_leaves_blue_untouched(deployed) -> None:
 
 def api_write(host: str, path: str, body: dict) -> dict:
     """A state-changing API call on ``host``, with the token the service reads from its .env."""
-    address = json.loads(lab("inventory").stdout)["hosts"][host]["address"]
-    script = ("key=HFT_API_TOKEN; t=$(sed -n \"s/^$key=\\\"\\(.*\\)\\\"$/\\1/p\" /opt/hft_system/.env); "
+    script = ("t=$(sed -n 's/^HFT_API_TOKEN=\"\\(.*\\)\"$/\\1/p' /opt/hft_system/.env)\n"
               "printf 'Authorization: Bearer %s\\n' \"$t\" | curl -sS -X POST -H @- -H 'Content-Type: application/json' "
-              f"--data '{json.dumps(body)}' http://{address}:8080/api/v1{path}")
+              f"--data '{json.dumps(body)}' {api_of(host)}/api/v1{path}")
     return json.loads(on_host(script, host=host))
 
 
@@ -376,7 +375,7 @@ def test_cutover_and_rollback_cycles_under_order_flow(deployed) -> None:
             gaps.append(report["trading_gap_ms"])
     epochs_never_interleave()
     positions_match_fills()
-    TIMINGS["trading gaps (ms)"] = gaps   # bench/cutover_bench.py measures 20 cycles
+    print("trading gaps (ms):", gaps)   # bench/cutover_bench.py measures 20 cycles
 
 
 def test_a_failing_watch_gate_rolls_back_by_itself(deployed) -> None:
@@ -387,18 +386,24 @@ def test_a_failing_watch_gate_rolls_back_by_itself(deployed) -> None:
     cli.run("config", "set", "--path", "hft:release.live", "green")
     import threading
 
+    pulled: list = []
+
     def pull_killswitch() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if status(GREEN_HOST)["lease"]["held_by_me"]:
-                api_write(GREEN_HOST, "/killswitch", {"reason": "injected fault"})
-                return
-            time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline:
+                if status(GREEN_HOST)["lease"]["held_by_me"]:
+                    pulled.append(api_write(GREEN_HOST, "/killswitch", {"reason": "injected fault"}))
+                    return
+                time.sleep(0.2)
+        except Exception as err:  # the assertion below says what happened
+            pulled.append(err)
 
     fault = threading.Thread(target=pull_killswitch)
     fault.start()
     proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
     fault.join()
+    assert pulled and isinstance(pulled[0], dict), f"the kill switch was not pulled on green: {pulled}"
     assert proc.returncode != 0 and "rolled back" in proc.stdout + proc.stderr, proc.stdout[-2000:]
     assert status(BLUE_HOST)["lease"]["held_by_me"] and status(BLUE_HOST)["trading_active"]
     cli.run("config", "set", "--path", "hft:cutover.watchSeconds", "5")

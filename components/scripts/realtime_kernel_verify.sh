@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runbook 3.2 step 2 "Verify after reboot": `uname -r` must match HFT_RT_PATTERN.
+# Runbook 3.2 step 2 "Verify after reboot": `uname -r` must match HFT_RT_PATTERN, and where
+# the kernel says whether it is PREEMPT_RT (/sys/kernel/realtime), it must say 1.
 #
 # env:     HFT_RT_PATTERN  extended regex for `uname -r` (required)
 # payload: lib.sh
@@ -11,4 +12,9 @@ require_env HFT_RT_PATTERN
 release=$(uname -r)
 grep -Eq -- "$HFT_RT_PATTERN" <<<"$release" \
   || die "kernel $release does not match $HFT_RT_PATTERN (RT kernel not running)"
-ok "kernel $release matches $HFT_RT_PATTERN"
+if [ -e /sys/kernel/realtime ]; then
+  [ "$(cat /sys/kernel/realtime)" = 1 ] || die "kernel $release matches $HFT_RT_PATTERN but /sys/kernel/realtime is not 1"
+  ok "kernel $release matches $HFT_RT_PATTERN, /sys/kernel/realtime = 1 (PREEMPT_RT)"
+else
+  ok "kernel $release matches $HFT_RT_PATTERN"
+fi

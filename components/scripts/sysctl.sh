@@ -2,6 +2,8 @@
 # Runbook 3.2 step 3 (sysctl): the kernel settings as a sysctl.d file, applied to the running
 # kernel where it can be (not on a container host, which shares another machine's kernel).
 # Applied whenever the file changed or a value in effect differs from it (repairs hand edits).
+# A key this kernel does not have fails the step naming it, before any key is applied; fewer
+# huge pages than asked for fail it with both numbers.
 # Last line: HFT_SYSCTL_REPORT={"status": ..., "hugepages": ...}, what the host reported.
 #
 # env:
@@ -16,6 +18,15 @@ require_payload sysctl.conf
 install_file "$HFT_PAYLOAD/sysctl.conf" /etc/sysctl.d/90-hft.conf 644 root:root
 file_changed=$FILE_CHANGED
 if is_true "${HFT_APPLY_SYSCTL:-0}"; then
+  # Every key must exist in this kernel before any is applied: `sysctl -p` goes on past an
+  # unknown key, so one bad key would leave the others applied and the step failed.
+  unknown=()
+  while IFS='=' read -r key value; do
+    key=$(echo "$key" | xargs)
+    [ -z "$key" ] || [[ "$key" == \#* ]] || [[ "$key" == \;* ]] && continue
+    [ -e "/proc/sys/${key//./\/}" ] || unknown+=("$key")
+  done <"$HFT_PAYLOAD/sysctl.conf"
+  [ ${#unknown[@]} -eq 0 ] || die "sysctl keys this kernel does not have on $(hostname): ${unknown[*]} (nothing applied; remove them from hft:baseline.sysctl)"
   drift=0
   while IFS='=' read -r key value; do
     key=$(echo "$key" | xargs); value=$(echo "$value" | xargs)
@@ -24,7 +35,7 @@ if is_true "${HFT_APPLY_SYSCTL:-0}"; then
     [ "$cur" = "$value" ] || drift=1
   done </etc/sysctl.d/90-hft.conf
   if [ "$drift" = 1 ] || [ "$file_changed" = 1 ]; then
-    out=$(sysctl -p /etc/sysctl.d/90-hft.conf 2>&1) || die "sysctl -p failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+    err=$(sysctl -p /etc/sysctl.d/90-hft.conf 2>&1 >/dev/null) || die "sysctl -p failed: $(tr '\n' ' ' <<<"$err")"
     changed "sysctl applied"
     status=applied
   else
@@ -32,6 +43,10 @@ if is_true "${HFT_APPLY_SYSCTL:-0}"; then
     status="in effect"
   fi
   hugepages=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo unknown)
+  want=$(sed -n 's/^[[:space:]]*vm\.nr_hugepages[[:space:]]*=[[:space:]]*\([0-9]*\).*/\1/p' /etc/sysctl.d/90-hft.conf | tail -n 1)
+  if [ -n "$want" ] && [ "$hugepages" != "$want" ]; then
+    die "vm.nr_hugepages: the kernel allocated $hugepages of the $want huge pages asked for (not enough free memory on $(hostname)); lower hft:baseline.sysctl[\"vm.nr_hugepages\"] or free memory"
+  fi
 else
   status="skipped: ${HFT_KERNEL_SKIP_REASON:-disabled in config}"
   skipped "sysctl apply (${HFT_KERNEL_SKIP_REASON:-disabled in config})"

@@ -111,6 +111,9 @@ int main(int argc, char** argv) {
   Engine engine(cfg, config_path, db);
   httplib::Server server;
   server.new_task_queue = [] { return new httplib::ThreadPool(4); };
+  // Runbook 3.2's "net.ipv4.tcp_nodelay=1" is not a Linux sysctl: Nagle is switched off per
+  // socket by the program. The API's sockets here; libpq sets TCP_NODELAY on its own.
+  server.set_tcp_nodelay(true);
   register_routes(server, engine, std::move(api_token));
   if (!server.bind_to_port(cfg.api_bind, cfg.api_port)) {
     log_error("api", "cannot listen on " + cfg.api_bind + ":" + std::to_string(cfg.api_port));
