@@ -180,7 +180,7 @@ def stop(p: Paths, name: str) -> None:
     d = p.host_dir(name)
     other = claimed_by_other(p, name)
     if config.kind(name) == "vm":
-        vm.stop(p, name)
+        vm.stop(p, name, keep_tap=other is not None)
         if other is None:
             claim_path(p, name).unlink(missing_ok=True)
         return

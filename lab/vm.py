@@ -184,8 +184,11 @@ def _qmp(sock: Path, command: str, timeout: float = 5.0) -> None:
                     break
 
 
-def stop(p: Paths, name: str) -> None:
-    """ACPI shutdown of the guest, waiting up to SHUTDOWN_TIMEOUT; then kill; remove the tap."""
+def stop(p: Paths, name: str, keep_tap: bool = False) -> None:
+    """ACPI shutdown of the guest, waiting up to SHUTDOWN_TIMEOUT; then kill; remove the tap.
+
+    ``keep_tap``: the host name (and so its tap) is in use by another lab home's VM now.
+    """
     d = p.host_dir(name)
     pid = running_pid(p, name)
     if pid is not None:
@@ -202,7 +205,8 @@ def stop(p: Paths, name: str) -> None:
             say(f"{name}: did not power off within {SHUTDOWN_TIMEOUT:.0f}s, stopping QEMU")
     stop_tracked(d / "qemu.pid", signal.SIGTERM, timeout=10)
     (d / "qmp.sock").unlink(missing_ok=True)
-    remove_tap(name)
+    if not keep_tap:
+        remove_tap(name)
 
 
 def _reap(pid: int) -> None:
