@@ -15,33 +15,38 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from lab import config, hosts, image, inventory, network, prereq, sshc
+from lab import accel, config, hosts, image, inventory, network, prereq, sshc, vm, vmimage
 from lab.config import Paths
 from lab.errors import LabError
 from lab.sysutil import locked, say
 
 BOOT_TIMEOUT = float(os.environ.get("HFT_LAB_BOOT_TIMEOUT", "240"))
+# A VM under TCG boots in a minute or two, more while other builds load the machine.
+VM_BOOT_TIMEOUT = float(os.environ.get("HFT_LAB_VM_BOOT_TIMEOUT", "900"))
 
 
 def _names(args: list[str], default: list[str]) -> list[str]:
-    unknown = [n for n in args if n not in config.HOSTS]
+    unknown = [n for n in args if n not in config.ALL_HOSTS]
     if unknown:
         raise LabError("parse arguments", f"unknown host(s) {', '.join(unknown)}",
-                       f"hosts are: {' '.join(config.HOSTS)}")
+                       f"hosts are: {' '.join(config.HOSTS)} (containers), "
+                       f"{' '.join(config.VM_HOSTS)} (vm)")
     return list(dict.fromkeys(args)) if args else default
 
 
 def _refresh_known_hosts(p: Paths) -> None:
-    keys = {n: (config.HOSTS[n], k) for n in hosts.created(p)
+    keys = {n: (config.ALL_HOSTS[n], k) for n in hosts.created(p)
             if (k := hosts.host_key(p, n)) is not None}
     sshc.write_known_hosts(p, keys)
 
 
 def cmd_up(p: Paths, names: list[str]) -> None:
-    prereq.require()
+    prereq.require(vm=any(config.kind(n) == "vm" for n in names))
     _check_claims(p, names)  # before the image build: refuse early, change nothing
     t0 = time.monotonic()
     root = image.ensure(p.image_cache)
+    vms = [n for n in names if config.kind(n) == "vm"]
+    vm_image = vmimage.ensure(p.image_cache, p.run) if vms else None
     pub = sshc.ensure_keypair(p).with_suffix(".pub").read_text()
     p.archives.mkdir(parents=True, exist_ok=True)
     started: dict[str, float] = {}
@@ -52,10 +57,18 @@ def cmd_up(p: Paths, names: list[str]) -> None:
         for name in names:
             if hosts.running_pid(p, name) is not None:
                 continue
-            hosts.prepare(p, name, root, pub)
-            hosts.start(p, name)
+            if config.kind(name) == "vm":
+                assert vm_image is not None
+                acc = accel.choose(p.run, vm_image / "vmlinuz")
+                vm.prepare(p, name, vm_image, pub)
+                vm.start(p, name, acc, hosts.claim_path(p, name))
+                say(f"{name}: booting VM {config.ALL_HOSTS[name]} ({acc.name}, "
+                    f"{vm.MEMORY_MIB} MiB, {vm.CPUS} CPU)")
+            else:
+                hosts.prepare(p, name, root, pub)
+                hosts.start(p, name)
+                say(f"{name}: booting {config.HOSTS[name]}")
             started[name] = time.monotonic()
-            say(f"{name}: booting {config.HOSTS[name]}")
         _refresh_known_hosts(p)
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         states = list(pool.map(lambda n: _wait(p, n, started.get(n, time.monotonic())), names))
@@ -78,12 +91,13 @@ def _check_claims(p: Paths, names: list[str]) -> None:
 
 def _wait(p: Paths, name: str, since: float) -> str:
     """Poll until systemd in the host says running/degraded over SSH; return the state."""
-    deadline = since + BOOT_TIMEOUT
+    timeout = VM_BOOT_TIMEOUT if config.kind(name) == "vm" else BOOT_TIMEOUT
+    deadline = since + timeout
     last = ""
     while True:
         if hosts.running_pid(p, name) is None:
-            return f"container exited: {hosts.console_tail(p, name)}"
-        ok, state = sshc.system_state(p, config.HOSTS[name])
+            return f"{config.kind(name)} exited: {hosts.console_tail(p, name)}"
+        ok, state = sshc.system_state(p, config.ALL_HOSTS[name])
         if ok and state in ("running", "degraded"):
             extra = ""
             if state == "degraded":
@@ -94,12 +108,12 @@ def _wait(p: Paths, name: str, since: float) -> str:
             return f"systemd state {state!r}"
         last = state if ok else f"ssh: {state}"
         if time.monotonic() > deadline:
-            return f"not ready after {BOOT_TIMEOUT:.0f}s (last: {last})"
-        time.sleep(0.5)
+            return f"not ready after {timeout:.0f}s (last: {last})"
+        time.sleep(0.5 if config.kind(name) == "container" else 2)
 
 
 def _failed_units(p: Paths, name: str) -> str:
-    proc = subprocess.run(sshc.argv(p, config.HOSTS[name], ["systemctl", "--failed",
+    proc = subprocess.run(sshc.argv(p, config.ALL_HOSTS[name], ["systemctl", "--failed",
                           "--no-legend", "--plain"]), capture_output=True, text=True)
     return ", ".join(line.split()[0] for line in proc.stdout.splitlines() if line.strip())
 
@@ -130,14 +144,18 @@ def cmd_status(p: Paths) -> None:
 
     def row(name: str) -> list[str]:
         running = hosts.running_pid(p, name) is not None
-        ok, state = sshc.system_state(p, config.HOSTS[name]) if running else (False, "stopped")
+        ok, state = sshc.system_state(p, config.ALL_HOSTS[name]) if running else (False, "stopped")
         mem = hosts.memory_pss_kib(p, name)
-        return [name, config.HOSTS[name], state if ok or not running else "not answering",
+        kind = config.kind(name)
+        if kind == "vm" and running:
+            kind = f"vm ({vm.started_with(p, name).get('accel', '?')})"
+        return [name, config.ALL_HOSTS[name], kind,
+                state if ok or not running else "not answering",
                 "yes" if ok else "no", f"{mem / 1024:.0f} MiB" if mem else "-"]
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
         rows = list(pool.map(row, names))
-    head = ["HOST", "ADDRESS", "SYSTEMD", "SSH", "MEMORY(PSS)"]
+    head = ["HOST", "ADDRESS", "KIND", "SYSTEMD", "SSH", "MEMORY(PSS)"]
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -152,7 +170,7 @@ def cmd_ssh(p: Paths, name: str, command: list[str]) -> None:
         raise LabError("ssh", "host not created in this lab home", f"python3 -m lab up {name}",
                        name)
     tty = not command and sys.stdin.isatty()
-    argv = sshc.argv(p, config.HOSTS[name], command, tty=tty)
+    argv = sshc.argv(p, config.ALL_HOSTS[name], command, tty=tty)
     if not command:
         argv = argv[:-1]  # no "--" without a command: an interactive login shell
     os.execvp(argv[0], argv)
@@ -176,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p = config.paths()
     try:
         if args.verb == "up":
-            cmd_up(p, _names(args.hosts, list(config.HOSTS)))
+            cmd_up(p, _names(args.hosts, list(config.HOSTS)))  # VMs only when named
         elif args.verb in ("stop", "destroy"):
             cmd_names = _names(args.hosts, hosts.created(p))
             _stop_many(p, cmd_names, destroy=args.verb == "destroy")
@@ -186,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(inventory.build(p), sys.stdout, indent=2)
             print()
         elif args.verb == "check":
-            prereq.require()
+            prereq.require(vm=True)
             print("lab: prerequisites present")
         elif args.verb == "ssh":
             cmd_ssh(p, args.host, args.command)

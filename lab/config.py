@@ -31,6 +31,18 @@ HOSTS: dict[str, str] = {
     "hft-eu-west-01": "198.18.0.17",
     "hft-asia-east-01": "198.18.0.18",
 }
+# Hosts of kind "vm" (QEMU, a real kernel of their own; lab/vm.py). Kept out of HOSTS, the
+# container fleet that a bare `python3 -m lab up` starts: a VM is opt-in, since it costs a
+# boot of a minute or more under TCG and 2 GiB of RAM.
+VM_HOSTS: dict[str, str] = {
+    "hft-rt-01": "198.18.0.19",
+}
+ALL_HOSTS: dict[str, str] = {**HOSTS, **VM_HOSTS}
+
+
+def kind(name: str) -> str:
+    """"vm" or "container" (the stack reads it to decide whether kernel steps run)."""
+    return "vm" if name in VM_HOSTS else "container"
 
 
 @dataclass(frozen=True)

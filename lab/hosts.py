@@ -1,5 +1,8 @@
 """One lab host: its overlay root, its per-host files, and its systemd-nspawn process.
 
+Hosts of kind ``vm`` (config.VM_HOSTS) are QEMU guests instead, see lab/vm.py; the functions
+here that every verb uses (created, running_pid, stop, destroy, memory) cover both kinds.
+
 Each host boots real systemd (``-b``) on an overlay whose lower layer is the shared cached
 image and whose upper layer is the host's own, so packages and files a deploy writes survive
 ``stop``/``up`` until ``destroy``. This machine has no systemd as PID 1 (so no machined and no
@@ -15,7 +18,7 @@ import signal
 import uuid
 from pathlib import Path
 
-from lab import cgroups, config
+from lab import cgroups, config, vm
 from lab.config import Paths
 from lab.errors import LabError
 from lab.sysutil import run, say, spawn_detached, start_time, stop_tracked, tracked_pid
@@ -23,7 +26,12 @@ from lab.sysutil import run, say, spawn_detached, start_time, stop_tracked, trac
 
 def created(p: Paths) -> list[str]:
     """Hosts of this lab home that exist (were brought up and not destroyed), in fleet order."""
-    return [n for n in config.HOSTS if (p.host_dir(n) / "lower").exists()]
+    return [n for n in config.ALL_HOSTS if (p.host_dir(n) / marker(n)).exists()]
+
+
+def marker(name: str) -> str:
+    """The per-host file whose presence means the host was created (not destroyed)."""
+    return "disk.qcow2" if config.kind(name) == "vm" else "lower"
 
 
 def host_key(p: Paths, name: str) -> str | None:
@@ -43,10 +51,12 @@ def is_mounted(path: Path) -> bool:
 
 
 def running_pid(p: Paths, name: str) -> int | None:
+    if config.kind(name) == "vm":
+        return vm.running_pid(p, name)
     return tracked_pid(p.host_dir(name) / "nspawn.pid")
 
 
-def _claim_path(p: Paths, name: str) -> Path:
+def claim_path(p: Paths, name: str) -> Path:
     return p.run / "hosts" / f"{name}.json"
 
 
@@ -56,7 +66,7 @@ def claimed_by_other(p: Paths, name: str) -> str | None:
     Host names and addresses are machine-wide; two lab homes must not run the same host.
     """
     try:
-        claim = json.loads(_claim_path(p, name).read_text())
+        claim = json.loads(claim_path(p, name).read_text())
     except (OSError, ValueError):
         return None
     if claim.get("home") == str(p.home):
@@ -112,7 +122,7 @@ def _write_files(root: Path, name: str, pubkey: str) -> None:
     etc = root / "etc"
     (etc / "hostname").write_text(name + "\n")
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    hosts += "".join(f"{addr}\t{n}\n" for n, addr in config.HOSTS.items())
+    hosts += "".join(f"{addr}\t{n}\n" for n, addr in config.ALL_HOSTS.items())
     hosts += f"{config.GATEWAY}\thftlab-gateway\n"
     (etc / "hosts").write_text(hosts)
     net = etc / "systemd" / "network"
@@ -151,7 +161,7 @@ def start(p: Paths, name: str) -> int:
     if log.exists() and log.stat().st_size > 4 << 20:
         log.replace(d / "console.log.old")
     pid = spawn_detached(cgroups.wrap(name, nspawn_argv(p, name)), log, d / "nspawn.pid")
-    claim = _claim_path(p, name)
+    claim = claim_path(p, name)
     claim.parent.mkdir(parents=True, exist_ok=True)
     claim.write_text(json.dumps({"home": str(p.home), "pid": pid, "start": start_time(pid)}))
     return pid
@@ -169,13 +179,18 @@ def stop(p: Paths, name: str) -> None:
     """Shut the container down (SIGTERM makes nspawn halt systemd cleanly), unmount its root."""
     d = p.host_dir(name)
     other = claimed_by_other(p, name)
+    if config.kind(name) == "vm":
+        vm.stop(p, name, keep_tap=other is not None)
+        if other is None:
+            claim_path(p, name).unlink(missing_ok=True)
+        return
     if running_pid(p, name) is not None:
         say(f"{name}: shutting down")
         if stop_tracked(d / "nspawn.pid", signal.SIGTERM, timeout=30):
             say(f"{name}: did not halt within 30s, killed")
     (d / "nspawn.pid").unlink(missing_ok=True)
     if other is None:  # the name, its claim and its cgroups are ours, not another home's
-        _claim_path(p, name).unlink(missing_ok=True)
+        claim_path(p, name).unlink(missing_ok=True)
         left = cgroups.remove(name)
         if left:
             say(f"{name}: cgroups still in use, left in place: {' '.join(left)}")
@@ -193,7 +208,9 @@ def destroy(p: Paths, name: str) -> None:
 
 
 def memory_pss_kib(p: Paths, name: str) -> int | None:
-    """Sum of PSS over the container's processes (those in its PID namespace)."""
+    """Sum of PSS over the container's processes (those in its PID namespace), or QEMU's."""
+    if config.kind(name) == "vm":
+        return vm.memory_pss_kib(p, name)
     pid = running_pid(p, name)
     if pid is None:
         return None

@@ -25,17 +25,26 @@ BINARIES: dict[str, str] = {
     "mount": "mount",
     "umount": "mount",
 }
+# Only for hosts of kind vm (building the VM image, running QEMU); also in deps/apt/lab.txt.
+VM_BINARIES: dict[str, str] = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "mkfs.ext4": "e2fsprogs",
+    "sfdisk": "fdisk",
+    "unshare": "util-linux",
+    "chroot": "coreutils",
+}
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 
-def problems(need_root: bool = True) -> list[str]:
-    """Human-readable list of what is missing; empty when the lab can run."""
+def problems(need_root: bool = True, vm: bool = False) -> list[str]:
+    """Human-readable list of what is missing; empty when the lab can run (``vm``: VMs too)."""
     out: list[str] = []
     if need_root and os.geteuid() != 0:
         out.append("not running as root (the lab mounts filesystems, creates a bridge and "
                    "starts containers): run it with sudo or as root")
     missing: dict[str, list[str]] = {}
-    for binary, pkg in BINARIES.items():
+    for binary, pkg in (BINARIES | (VM_BINARIES if vm else {})).items():
         if shutil.which(binary) is None:
             missing.setdefault(pkg, []).append(binary)
     for pkg, bins in sorted(missing.items()):
@@ -46,11 +55,13 @@ def problems(need_root: bool = True) -> list[str]:
     fs = Path("/proc/filesystems").read_text()
     if "overlay" not in fs:
         out.append("kernel has no overlay filesystem (try `modprobe overlay`)")
+    if vm and not Path("/dev/net/tun").exists():
+        out.append("/dev/net/tun missing (VMs attach to the bridge through a tap device)")
     return out
 
 
-def require(need_root: bool = True) -> None:
-    found = problems(need_root)
+def require(need_root: bool = True, vm: bool = False) -> None:
+    found = problems(need_root, vm)
     if found:
         raise LabError("check prerequisites", "; ".join(found),
                        "fix the above, then run the verb again (nothing was changed)")
