@@ -71,7 +71,8 @@ def main() -> None:
             raise ConfigError(problems)
         raw_keys = CONFIG.get().get("hft:exchangeKeys")
         check_exchange_keys(json.loads(raw_keys) if raw_keys else None, cfg.exchange_secret_names)
-        deployment = build(cfg, config.require_secret_object("exchangeKeys"), config.get_secret("sshPrivateKey"))
+        deployment = build(cfg, config.require_secret_object("exchangeKeys"), config.get_secret("sshPrivateKey"),
+                           config.get_secret("dbPassword"))
     except ConfigError as err:
         raise pulumi.RunError(str(err)) from None
     for name, value in deployment.outputs.items():

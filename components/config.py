@@ -35,7 +35,7 @@ RUNBOOK_DEFAULTS = REPO / "config" / "runbook.yaml"
 ENVIRONMENTS = ("dev", "staging", "prod", "lab")
 APPROVALS = ("none", "team-lead", "vp-engineering+trading-desk")  # runbook 1.2
 # Secrets are accepted only here; a secret anywhere else would reach command text or state.
-SECRET_KEYS = ("exchangeKeys", "sshPrivateKey")
+SECRET_KEYS = ("exchangeKeys", "sshPrivateKey", "dbPassword")
 PG_PORT, SSH_PORT = 5432, 22
 PLACEHOLDER_REPOSITORY = "https://github.com/company/hft_system.git"   # runbook 3.5 step 2's example
 SECRET = Rule("a secret string, set with `pulumi config set --secret ... < file`", lambda v: False)
@@ -72,6 +72,8 @@ class StackSettings:
                                  optional=True)
     ssh_private_key: Any = setting("sshPrivateKey", SECRET, "the deploy key, where a host has no "
                                    "privateKeyFile", optional=True)
+    db_password: Any = setting("dbPassword", SECRET, "the database password to keep, only to recover a lost "
+                               "state (otherwise it is generated and lives in state)", "3.4", optional=True)
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ def parse(values: Mapping[str, Any], inventory: Optional[Mapping[str, Any]] = No
     # Secrets are checked by check_exchange_keys and __main__; they never enter the dataclasses.
     merged.pop("exchangeKeys", None)
     merged.pop("sshPrivateKey", None)
+    merged.pop("dbPassword", None)
     top: StackSettings = read(StackSettings, merged, "", problems)
     if problems:
         raise ConfigError(problems)

@@ -86,7 +86,8 @@ class Deployment:
 
 
 def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
-          shared_key: Optional[pulumi.Output[str]] = None) -> Deployment:
+          shared_key: Optional[pulumi.Output[str]] = None,
+          db_password: Optional[pulumi.Output[str]] = None) -> Deployment:
     """Create every component of the stack."""
     topo = cfg.topology
     fleet = Fleet(cfg, shared_key)
@@ -96,7 +97,7 @@ def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
            for cidr in topo.db_clients()] + list(cfg.postgres.hba)
     pg = PostgresServer(topo.db.name, PostgresServerArgs(db_server, cfg.postgres, topo.db_listen(), hba,
                                                          fleet.kernels[topo.db.name].ready))
-    database = Database(cfg.database.name, DatabaseArgs(db_server, pg, cfg.database))
+    database = Database(cfg.database.name, DatabaseArgs(db_server, pg, cfg.database, db_password))
     migrations = Migrations(cfg.database.name, MigrationsArgs(db_server, database))
     api_token = random.RandomPassword("api-token", length=40, special=False).result
 

@@ -597,7 +597,7 @@ def test_full_chain(host: Host, repo_url: str) -> None:
                           label="postgres.sh timescaledb")
     assert res.rc == 1 and f"timescaledb-2-postgresql-{ver} is not installable" in res.err
 
-    db_env = {"HFT_DB_NAME": "hft_db", "HFT_DB_USER": "hft_user",
+    db_env = {"HFT_DB_NAME": "hft_db", "HFT_DB_USER": "hft_user", "HFT_DB_PASSWORD_ROTATION": "initial",
               "HFT_DB_EXTENSIONS": "pg_trgm timescaledb", "HFT_DB_EXTENSIONS_OPTIONAL": "1"}
     res = ok_run(host.run_script("database.sh", db_env, stdin=DB_PASSWORD + "\n"), "database.sh")
     assert "changed: role hft_user created" in res.out
@@ -850,13 +850,30 @@ def test_secret_step_reapplies_when_its_secret_changes(host: Host) -> None:
     """The applied marker of a step with stdin includes a keyed digest of it: the same text with
     a rotated password is applied, the same password is not."""
     db_env = {"HFT_DB_NAME": "hft_db", "HFT_DB_USER": "hft_user", "HFT_DB_EXTENSIONS": "",
-              "HFT_DB_EXTENSIONS_OPTIONAL": "1"}
-    run = lambda pw, label: ok_run(host.run_script(  # noqa: E731
-        "database.sh", db_env, stdin=pw + "\n", step="applied-db", label=label), "database.sh")
+              "HFT_DB_EXTENSIONS_OPTIONAL": "1", "HFT_DB_PASSWORD_ROTATION": "initial"}
+    run = lambda pw, label, rotation="initial": ok_run(host.run_script(  # noqa: E731
+        "database.sh", dict(db_env, HFT_DB_PASSWORD_ROTATION=rotation), stdin=pw + "\n", step="applied-db",
+        label=label), "database.sh")
     assert "ok: role hft_user, password unchanged" in run(DB_PASSWORD, "database.sh a").out
     assert "ok: applied-db already applied (" in run(DB_PASSWORD, "database.sh a again").out
-    assert "changed: role hft_user password updated" in run(DB_PASSWORD + "-2", "database.sh b").out
-    assert "changed: role hft_user password updated" in run(DB_PASSWORD, "database.sh a back").out
+    assert "changed: role hft_user password updated" in run(DB_PASSWORD + "-2", "database.sh b", "r2").out
+    assert "changed: role hft_user password updated" in run(DB_PASSWORD, "database.sh a back", "r3").out
+
+
+def test_a_lost_state_never_rotates_the_database_password_silently(host: Host) -> None:
+    """A new password without a new rotation label (what a lost state looks like: the random
+    password is generated again) fails the step, names the way out, and changes nothing."""
+    db_env = {"HFT_DB_NAME": "hft_db", "HFT_DB_USER": "hft_user", "HFT_DB_EXTENSIONS": "",
+              "HFT_DB_EXTENSIONS_OPTIONAL": "1", "HFT_DB_PASSWORD_ROTATION": "r3"}
+    ok_run(host.run_script("database.sh", db_env, stdin=DB_PASSWORD + "\n", label="database.sh live"), "database.sh")
+    before = host.out("runuser -u postgres -- psql -Atc \"SELECT rolpassword FROM pg_authid WHERE rolname = 'hft_user'\"")
+    res = host.run_script("database.sh", db_env, stdin="a-regenerated-password-0000\n", label="database.sh lost state")
+    assert res.rc == 1, res.text
+    assert "exists with another password than the one in this stack's state" in res.err
+    assert "pulumi config set --secret hft:dbPassword" in res.err and "passwordRotation" in res.err
+    assert "a-regenerated-password-0000" not in res.out + res.err
+    after = host.out("runuser -u postgres -- psql -Atc \"SELECT rolpassword FROM pg_authid WHERE rolname = 'hft_user'\"")
+    assert after == before, "the role's password changed"
     marker = host.out("cat /var/lib/hft-deploy/applied/applied-db")
     assert re.fullmatch(r"[0-9a-f]{64} [0-9a-f]{64}", marker), marker
     assert host.out("stat -c '%U %a' /var/lib/hft-deploy/applied/.salt") == "root 600"

@@ -3,18 +3,24 @@
 # The password never reaches argv, the environment, a file or the server's statement log:
 # python3 turns it into a SCRAM-SHA-256 verifier (as psql's \password does) and only the
 # verifier is sent; a role whose stored verifier already matches the password is left alone.
+# A role whose password differs is changed only when the operator asked for a rotation (a new
+# HFT_DB_PASSWORD_ROTATION label; the applied one is kept as the role's comment). Otherwise the
+# step fails and changes nothing: the state that generated the live password was lost, or
+# another stack manages this database, and rotating silently would cut every running service
+# off its database.
 #
 # env:
 #   HFT_DB_NAME                  database (required)
 #   HFT_DB_USER                  role, LOGIN, owner of the database (required)
 #   HFT_DB_EXTENSIONS            space-separated extensions to create in the database (may be empty)
 #   HFT_DB_EXTENSIONS_OPTIONAL   1: an extension that is not available is skipped; 0: error
+#   HFT_DB_PASSWORD_ROTATION     label of the password the operator asked for, e.g. initial (required)
 # payload: lib.sh
 # stdin: the role's password (one line)
 set -euo pipefail
 source "$HFT_PAYLOAD/lib.sh"
 
-require_env HFT_DB_NAME HFT_DB_USER
+require_env HFT_DB_NAME HFT_DB_USER HFT_DB_PASSWORD_ROTATION
 read_secret password
 command -v psql >/dev/null || die "psql not installed (run postgres.sh first)"
 install_packages python3
@@ -50,6 +56,9 @@ print("SCRAM-SHA-256$4096:%s$%s:%s" % (b(salt), b(sk), b(svk)))
 q() { pg_run -v db="$HFT_DB_NAME" -v role="$HFT_DB_USER" "$@"; }
 
 exists=$(echo "SELECT 1 FROM pg_roles WHERE rolname = :'role';" | q)
+label="hft-deploy password rotation: $HFT_DB_PASSWORD_ROTATION"
+applied=""
+[ -z "$exists" ] || applied=$(echo "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = :'role';" | q)
 stored=""
 if [ -n "$exists" ]; then
   stored=$(echo "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = :'role';" | q)
@@ -61,6 +70,9 @@ if [ -z "$exists" ]; then
   { printf '\\set pw %s\n' "'$verifier'"
     echo "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'pw') \\gexec"; } | q >/dev/null
   changed "role $HFT_DB_USER created"
+elif [ "$verifier" != unchanged ] && { [ "$applied" = "$label" ] || [ -z "$applied" ]; }; then
+  unset verifier
+  die "role $HFT_DB_USER exists with another password than the one in this stack's state, and no rotation was asked for (rotation '$HFT_DB_PASSWORD_ROTATION' is the one applied). Nothing was changed: the services keep their password. If the state was lost, put the live password back in it: read DB_PASSWORD from an app host's /opt/hft_system/.env (as root) and \`pulumi config set --secret hft:dbPassword < file\`. To rotate on purpose, set hft:database.passwordRotation to a new label"
 elif [ "$verifier" != unchanged ]; then
   { printf '\\set pw %s\n' "'$verifier'"
     echo "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'role', :'pw') \\gexec"; } | q >/dev/null
@@ -75,6 +87,10 @@ else
   fi
 fi
 unset verifier
+if [ "$applied" != "$label" ]; then
+  echo "SELECT format('COMMENT ON ROLE %I IS %L', :'role', :'label') \\gexec" | q -v label="$label" >/dev/null
+  changed "role $HFT_DB_USER: $label"
+fi
 
 owner=$(echo "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'db';" | q)
 if [ -z "$owner" ]; then
