@@ -384,27 +384,20 @@ def test_a_failing_watch_gate_rolls_back_by_itself(deployed) -> None:
     cli, _ = deployed
     cli.run("config", "set", "--path", "hft:cutover.watchSeconds", "20")
     cli.run("config", "set", "--path", "hft:release.live", "green")
-    import threading
-
-    pulled: list = []
-
-    def pull_killswitch() -> None:
-        deadline = time.monotonic() + 120
-        try:
-            while time.monotonic() < deadline:
-                if status(GREEN_HOST)["lease"]["held_by_me"]:
-                    pulled.append(api_write(GREEN_HOST, "/killswitch", {"reason": "injected fault"}))
-                    return
-                time.sleep(0.2)
-        except Exception as err:  # the assertion below says what happened
-            pulled.append(err)
-
-    fault = threading.Thread(target=pull_killswitch)
-    fault.start()
+    # On green itself: as soon as it holds the lease (promoted), pull its kill switch.
+    fault = subprocess.Popen(
+        ["python3", "-m", "lab", "ssh", GREEN_HOST,
+         "t=$(sed -n 's/^HFT_API_TOKEN=\"\\(.*\\)\"$/\\1/p' /opt/hft_system/.env); "
+         f"for i in $(seq 3000); do if curl -sf {api_of(GREEN_HOST)}/api/v1/status | jq -e '.lease.held_by_me' >/dev/null; "
+         "then printf 'Authorization: Bearer %s\\n' \"$t\" | curl -sS -X POST -H @- "
+         f"--data '{{\"reason\": \"injected fault\"}}' {api_of(GREEN_HOST)}/api/v1/killswitch; exit 0; fi; "
+         "sleep 0.1; done; echo 'green never held the lease'; exit 1"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
-    fault.join()
-    assert pulled and isinstance(pulled[0], dict), f"the kill switch was not pulled on green: {pulled}"
-    assert proc.returncode != 0 and "rolled back" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    pulled = fault.communicate(timeout=300)[0]
+    assert fault.returncode == 0 and "killswitch_activated" in pulled, pulled
+    outputs = cli.outputs()
+    assert proc.returncode != 0 and "rolled back" in proc.stdout + proc.stderr, (pulled, outputs.get("cutover"))
     assert status(BLUE_HOST)["lease"]["held_by_me"] and status(BLUE_HOST)["trading_active"]
     cli.run("config", "set", "--path", "hft:cutover.watchSeconds", "5")
     cli.run("config", "set", "--path", "hft:release.live", "blue")

@@ -141,7 +141,14 @@ fi
 if [ -n "$failure" ]; then
   api POST "$HFT_TO_API/api/v1/fence" '{"reason": "cutover gate failed"}' >/dev/null || true
   back="no previous primary to promote back"
-  if [ -n "$from_api" ] && api POST "$from_api/api/v1/promote" '{"start_strategies": false}' >/dev/null; then back="$from_color promoted back"; fi
+  if [ -n "$from_api" ]; then
+    back="$from_color could not be promoted back: its lease is still held; promote it by hand"
+    # a target that stopped answering cannot release its lease: it expires after its TTL
+    for _ in $(seq 30); do
+      if api POST "$from_api/api/v1/promote" '{"start_strategies": false}' >/dev/null; then back="$from_color promoted back"; break; fi
+      sleep 1
+    done
+  fi
   report ROLLED_BACK "$failure"
   die "cutover to $HFT_TO_COLOR rolled back after ${watched}s: $failure; $back"
 fi
