@@ -103,10 +103,10 @@ def main() -> None:
             for color in ("green", "blue"):
                 cli.run("config", "set", "--path", "hft:release.live", color)
                 t = time.monotonic()
-                cli.run("up", "--yes", "--skip-preview", timeout=1800)
+                up = cli.run("up", "--yes", "--skip-preview", timeout=1800)
                 took = time.monotonic() - t
                 report = cli.outputs()["cutover"]
-                assert report["status"] == "SUCCESS", report
+                assert report["status"] == "SUCCESS" and report["to"] == color, (report, up.stdout[-6000:])
                 gaps.append(float(report["trading_gap_ms"]) if report["trading_gap_ms"] is not None
                             else gap_ms(report["previous_epoch"], report["epoch"]))
                 if color == "blue":
