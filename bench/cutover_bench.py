@@ -106,7 +106,9 @@ def main() -> None:
                 up = cli.run("up", "--yes", "--skip-preview", timeout=1800)
                 took = time.monotonic() - t
                 report = cli.outputs()["cutover"]
-                assert report["status"] == "SUCCESS" and report["to"] == color, (report, up.stdout[-6000:])
+                if not (report["status"] == "SUCCESS" and report["to"] == color):
+                    Path("/tmp/cutover-bench-failed-up.txt").write_text(up.stdout + up.stderr)
+                    raise SystemExit(f"cycle {i + 1} to {color}: {report} (the up's output: /tmp/cutover-bench-failed-up.txt)")
                 gaps.append(float(report["trading_gap_ms"]) if report["trading_gap_ms"] is not None
                             else gap_ms(report["previous_epoch"], report["epoch"]))
                 if color == "blue":

@@ -70,7 +70,10 @@ class Cutover(pulumi.ComponentResource):
             "HFT_GATE_MAX_P99_MS": str(s.max_order_latency_p99_ms),
             "HFT_DB_HOST": topo.address(live.host, topo.db), "HFT_DB_PORT": "5432",
             "HFT_DB_NAME": db.name, "HFT_DB_USER": db.user, "HFT_REASON": args.reason or "",
-        }, stdin=pulumi.Output.all(args.api_token, args.database.password).apply(lambda t: f"{t[0]}\n{t[1]}\n"))
+        }, stdin=pulumi.Output.all(args.api_token, args.database.password).apply(lambda t: f"{t[0]}\n{t[1]}\n"),
+            # Never "already applied": blue -> green -> blue brings back an earlier text on an
+            # earlier host, where what is live was changed by the switch on the other host.
+            mode="always")
         command = self.step.create(args.server.connection, self, depends_on=list(args.after), secret=True)
         self.report = pulumi.Output.unsecret(report_from_stdout(command.stdout, "HFT_CUTOVER_REPORT"))
         self.register_outputs({"report": self.report})

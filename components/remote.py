@@ -199,16 +199,18 @@ def script_command(script: str, env: Mapping[str, str], files: Mapping[str, str]
 
     ``step`` names the applied marker and the lock holder (default: the script's name);
     ``lock`` what the step changes (default: ``default_lock``); ``lock_wait`` how long to wait
-    for it (default: two thirds of the script's default timeout); ``mode`` "create" or
-    "delete" (a delete never short-circuits and forgets the step's marker); ``rerun`` any
-    text: changing it re-applies a step whose text is otherwise unchanged.
+    for it (default: two thirds of the script's default timeout); ``mode`` "create",
+    "delete" (a delete never short-circuits and forgets the step's marker) or "always" (never
+    short-circuits: for a step whose effect depends on state that other steps, on other
+    hosts, change: the cutover); ``rerun`` any text: changing it re-applies a step whose
+    text is otherwise unchanged.
 
     The text is a short header (step name and the sha256 of the rest) and a body: the
     ``HFT_*`` values one ``export`` per line (so `pulumi preview --diff` shows exactly the
     value that changed), the wrapper, the payload files as quoted heredocs, and the run.
     """
-    if mode not in ("create", "delete"):
-        raise ValueError(f"mode {mode!r}: create or delete")
+    if mode not in ("create", "delete", "always"):
+        raise ValueError(f"mode {mode!r}: create, delete or always")
     step = _check_name("step", step or script.removesuffix(".sh"))
     lock = _check_name("lock", lock or default_lock(script, env))
     wait = int(lock_wait if lock_wait is not None else default_timeout(script) * 2 // 3)
@@ -266,6 +268,9 @@ class Step:
     set the host-side lock the step holds while it runs.
     ``rerun``: any text; changing it re-applies the step even though its text is otherwise
     the same (see ``script_command``: an unchanged step is not applied twice).
+    ``mode``: "create" (the default: text already applied on this host is not applied twice)
+    or "always" (it runs whenever Pulumi runs it: the cutover, whose command goes back to an
+    earlier text on an earlier host after the other color's switch changed what is live).
     """
 
     name: str
@@ -279,6 +284,7 @@ class Step:
     lock: str | None = None
     lock_wait: int | None = None
     rerun: str = ""
+    mode: str = "create"
 
     @property
     def timeout_seconds(self) -> int:
@@ -287,7 +293,7 @@ class Step:
     def _text(self, rerun: str = "") -> str:
         wait = self.lock_wait if self.lock_wait is not None else self.timeout_seconds * 2 // 3
         return script_command(self.script, self.env, self.files, step=self.name, lock=self.lock,
-                              lock_wait=wait, rerun=rerun)
+                              lock_wait=wait, rerun=rerun, mode=self.mode)
 
     @property
     def fingerprint(self) -> str:

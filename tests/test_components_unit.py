@@ -190,3 +190,11 @@ def test_setting_live_back_is_the_same_switch_the_other_way(tmp_path) -> None:
     assert d.cutover.step.env["HFT_OTHERS"] == "blue=http://10.0.0.10:8080"
     (switch,) = [r for r in mocks.resources if r.name == "live-switch"]
     assert plain(switch.inputs)["connection"]["host"] == "10.0.0.11"
+
+
+def test_the_cutover_never_short_circuits(tmp_path) -> None:
+    """blue -> green -> blue: the last switch has the text of the first, on the same host, but
+    what is live changed in between; an "already applied" replay would skip the promotion."""
+    _, d = run_stack("prod", tmp_path)
+    assert d.cutover.step.mode == "always"
+    assert "_hft_mode=always" in d.cutover.step._text()
