@@ -986,6 +986,10 @@ def test_service_stop(host: Host) -> None:
     assert "changed: hft_system stopped and disabled" in res.out
     assert "changed: /etc/systemd/system/hft_system.service removed" in res.out
     assert host.ssh("systemctl is-active hft_system", check=False).stdout.strip() != "active"
-    assert host.out("test -f /opt/hft_system/.env && id -u hft_user >/dev/null && echo kept") == "kept"
+    # the secrets go with the service; the user, the releases, the config and the logs stay
+    assert "changed: /opt/hft_system/.env removed (exchange keys, database password, API token)" in res.out
+    assert host.out("test -e /opt/hft_system/.env || echo gone") == "gone"
+    assert host.out("id -u hft_user >/dev/null && test -d /opt/hft_system/releases && "
+                    "test -f /opt/hft_system/config/production.json && echo kept") == "kept"
     no_change(host.run_script("service_stop.sh", env, label="service_stop.sh 2nd"),
               "service_stop.sh")
