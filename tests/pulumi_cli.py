@@ -19,7 +19,7 @@ def toolchain_env() -> dict[str, str]:
     """The exports of tools/env.sh applied to this process's environment."""
     out = subprocess.run([str(REPO / "tools" / "env.sh")], check=True, capture_output=True, text=True).stdout
     env = dict(os.environ)
-    for name, value in re.findall(r'^export (\w+)="(.*)"$', out, flags=re.M):
+    for name, value in re.findall(r'^export (\w+)="?(.*?)"?$', out, flags=re.M):
         env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
     pulumi = Path(env["PATH"].split(":")[0]) / "pulumi"
     if not pulumi.exists():
