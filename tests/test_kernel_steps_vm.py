@@ -339,7 +339,7 @@ def test_realtime_kernel_install_reboot_verify(host: Host) -> None:
     assert "PREEMPT_RT" in host.out("uname -v")
     res = ok_run(host.run_script("realtime_kernel_verify.sh", {"HFT_RT_PATTERN": "-rt"}),
                  "realtime_kernel_verify.sh")
-    assert res.out.strip() == f"ok: kernel {release} matches -rt"
+    assert res.out.strip() == f"ok: kernel {release} matches -rt, /sys/kernel/realtime = 1 (PREEMPT_RT)"
     res = ok_run(host.run_script("realtime_kernel.sh", RT_ENV, label="realtime_kernel.sh 2nd"),
                  "realtime_kernel.sh")
     assert res.out.strip() == f"ok: running RT kernel {release}"
