@@ -40,32 +40,7 @@ SCRIPTS = ROOT / "components" / "scripts"
 HOST = "hft-rt-01"
 pytestmark = pytest.mark.timeout(5400)
 
-# Runbook 3.2 step 3, verbatim.
-RUNBOOK_LIMITS = """hft_user soft nofile 65536
-hft_user hard nofile 65536
-hft_user soft memlock unlimited
-hft_user hard memlock unlimited
-hft_user soft rtprio 99
-hft_user hard rtprio 99
-"""
-RUNBOOK_SYSCTL = """# Network tuning
-net.ipv4.tcp_nodelay=1
-net.ipv4.tcp_low_latency=1
-net.core.rmem_max=134217728
-net.core.wmem_max=134217728
-net.ipv4.tcp_rmem=4096 87380 67108864
-net.ipv4.tcp_wmem=4096 65536 67108864
-
-# Memory
-vm.swappiness=1
-vm.overcommit_memory=1
-
-# Huge pages
-vm.nr_hugepages=4096
-
-# File handles
-fs.file-max=2097152
-"""
+from tests.runbook_values import RUNBOOK_LIMITS, RUNBOOK_SYSCTL  # noqa: E402  (runbook 3.2 step 3, verbatim)
 # The VM has 2 GiB: the runbook's 4096 huge pages (8 GiB of 2 MiB pages) cannot exist on it, and
 # asking for them would leave the guest without memory. 256 pages = 512 MiB, a quarter of RAM.
 HUGEPAGES = 256

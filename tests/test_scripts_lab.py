@@ -42,6 +42,7 @@ import pytest
 from components.remote import payload_dir, script_command
 from components.migrations import latest_version
 from lab import config, prereq
+from tests.runbook_values import RUNBOOK_LIMITS, RUNBOOK_SYSCTL
 from lab.sysutil import start_time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,28 +56,7 @@ FAIL_SECRET = "lab-secret-read-then-failed-93b1"
 SECRETS = (DB_PASSWORD, API_KEY, FAIL_SECRET)
 pytestmark = pytest.mark.timeout(3600)
 
-LIMITS = """hft_user soft nofile 65536
-hft_user hard nofile 65536
-hft_user soft memlock unlimited
-hft_user hard memlock unlimited
-hft_user soft rtprio 99
-hft_user hard rtprio 99
-"""
-SYSCTL = """# Network tuning
-net.ipv4.tcp_nodelay=1
-net.ipv4.tcp_low_latency=1
-net.core.rmem_max=134217728
-net.core.wmem_max=134217728
-net.ipv4.tcp_rmem=4096 87380 67108864
-net.ipv4.tcp_wmem=4096 65536 67108864
-# Memory
-vm.swappiness=1
-vm.overcommit_memory=1
-# Huge pages
-vm.nr_hugepages=4096
-# File handles
-fs.file-max=2097152
-"""
+LIMITS, SYSCTL = RUNBOOK_LIMITS, RUNBOOK_SYSCTL   # runbook 3.2 step 3, as written
 PG_CONF = """listen_addresses = 'localhost'
 shared_buffers = 192MB
 wal_level = replica
