@@ -47,12 +47,30 @@ class PostgresSettings:
 
     def check(self, path: str) -> list[str]:
         owned = sorted(set(self.settings) & set(TOPOLOGY_SETTINGS))
-        return [f"hft:{path}.settings.{k} = {self.settings[k]!r}: expected not set here (it follows from the "
-                f"placements: {', '.join(TOPOLOGY_SETTINGS)} are managed by hft-deploy)" for k in owned]
+        out = [f"hft:{path}.settings.{k} = {self.settings[k]!r}: expected not set here (it follows from the "
+               f"placements: {', '.join(TOPOLOGY_SETTINGS)} are managed by hft-deploy)" for k in owned]
+        preload = self.settings.get("shared_preload_libraries")
+        if self.timescaledb and preload is not None and "timescaledb" not in _libraries(str(preload)):
+            out.append(f"hft:{path}.settings.shared_preload_libraries = {preload!r}: expected a list that includes "
+                       "timescaledb while postgres.timescaledb is true (TimescaleDB must be preloaded)")
+        return out
+
+
+def _libraries(value: str) -> list[str]:
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def preload_libraries(pg: PostgresSettings) -> dict[str, str]:
+    """``shared_preload_libraries`` with TimescaleDB where it is on (its CREATE EXTENSION needs it
+    preloaded, which postgres.sh applies with the restart pending_restart asks for)."""
+    if not pg.timescaledb:
+        return {}
+    libs = _libraries(str(pg.settings.get("shared_preload_libraries", "")))
+    return {"shared_preload_libraries": ",".join(libs if "timescaledb" in libs else ["timescaledb", *libs])}
 
 
 def render_settings(pg: PostgresSettings, listen: Sequence[str]) -> str:
-    values = {"listen_addresses": ",".join(listen), **pg.settings}
+    values = {"listen_addresses": ",".join(listen), **pg.settings, **preload_libraries(pg)}
     return managed_file("3.3, 10", [f"{k} = '{v}'" for k, v in values.items()])
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 import pulumi
 from pulumi_command import local
 
-from components.reader import BOOL, PACKAGE, ListOf, pattern, setting
+from components.reader import BOOL, PACKAGE, ListOf, pattern, per_family, setting
 from components.remote import Step
 from components.server import Server
 
@@ -23,10 +23,17 @@ class RealtimeKernelSettings:
     """Runbook 3.2 step 2."""
     enabled: bool = setting("enabled", BOOL, "install the RT kernel and reboot into it", "3.2 step 2",
                             lab="skipped on container hosts")
-    packages: tuple[str, ...] = setting("packages", ListOf(PACKAGE, min_items=1), "RT kernel packages",
-                                        "3.2 step 2")
-    uname_pattern: str = setting("unamePattern", pattern(r"-[a-z0-9-]{1,30}", "a uname -r fragment like -rt"),
-                                 "what `uname -r` shows once the RT kernel runs", "3.2 step 2")
+    packages: dict = setting("packages", per_family(ListOf(PACKAGE, min_items=1)),
+                             "RT kernel packages per OS family (chosen on the host)", "3.2 step 2")
+    uname_pattern: dict = setting("unamePattern", per_family(pattern(r"-[a-z0-9-]{1,30}",
+                                                                     "a uname -r fragment like -rt")),
+                                  "what `uname -r` shows once the RT kernel runs, per OS family", "3.2 step 2")
+
+    def env(self) -> dict[str, str]:
+        """The per-family values as the scripts read them (HFT_RT_PACKAGES_DEBIAN, ...)."""
+        out = {f"HFT_RT_PACKAGES_{f.upper()}": " ".join(p) for f, p in sorted(self.packages.items())}
+        out.update({f"HFT_RT_PATTERN_{f.upper()}": p for f, p in sorted(self.uname_pattern.items())})
+        return out
 
 
 @dataclass
@@ -52,7 +59,7 @@ class RealtimeKernel(pulumi.ComponentResource):
         elif not k.enabled:
             self.status = pulumi.Output.from_input("disabled in config")
         else:
-            env = {"HFT_RT_PACKAGES": " ".join(k.packages), "HFT_RT_PATTERN": k.uname_pattern}
+            env = k.env()
             install = Step(f"{name}-install", "realtime_kernel.sh", env).create(
                 args.server.connection, self, depends_on=[args.after])
             # The install schedules a reboot 5 s after it returns; give the host time to go

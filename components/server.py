@@ -1,8 +1,7 @@
 """Server: one machine, reached over SSH with its host key pinned (runbook 2.2, 3.1).
 
-Before anything on the host is changed, the preflight reads what it can of runbook 2.2 (OS,
-cores, RAM, disk, library versions) and reports it; where ``preflight.enforce`` is set (prod)
-a host below the requirement stops the update. Then the hostname, a marked block of
+Nothing here runs before every host's preflight (``components/preflight.py``) has passed: the
+first change on any host waits for all of them. Then the hostname, a marked block of
 /etc/hosts naming every host of the stack, and, where the host has a ``network`` section,
 its static netplan file.
 """
@@ -19,8 +18,8 @@ import yaml
 
 from components.reader import (BOOL, HOSTNAME, IP, IDENT, ListOf, Rule, Section, integer, pattern, setting,
                                text)
+from components.preflight import Preflight
 from components.remote import Step, connection
-from components.reports import report_from_stdout
 
 # Host key types OpenSSH (>= 8.8) still offers for a host; a pinned ssh-rsa key fails there with
 # "no common algorithm for host key" because the SSH library offers only ssh-rsa for it.
@@ -122,18 +121,6 @@ def host_problems(name: str, s: HostSettings, environment: str) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class PreflightSettings:
-    """Runbook 2.2's system requirements, checked read-only on each host before it is changed."""
-    min_cores: int = setting("minCores", integer(1, 4096), "CPU cores", "2.2")
-    min_ram_gb: int = setting("minRamGb", integer(1, 65536), "RAM in GB", "2.2")
-    min_disk_gb: int = setting("minDiskGb", integer(1, 10**6), "size of the data disk in GB", "2.2")
-    required_os: str = setting("requiredOs", text(60), "OS the runbook names (a mismatch is reported, "
-                               "never fatal)", "2.2")
-    enforce: bool = setting("enforce", BOOL, "stop the update when a requirement is not met", "2.2",
-                            lab="false: the lab only reports")
-
-
 def render_netplan(host: Host) -> str:
     """Runbook 3.1 step 3's netplan file, from the host's network config."""
     net = host.network
@@ -152,8 +139,8 @@ class ServerArgs:
     """The machine: address, SSH user and pinned host key."""
     all_hosts: Sequence[Host]
     """Every host of the stack, for the /etc/hosts block."""
-    preflight: PreflightSettings
-    """Runbook 2.2's requirements."""
+    preflights: Sequence[Preflight]
+    """Every host's preflight: nothing on this host changes before all of them have passed."""
     private_key: Optional[pulumi.Input[str]]
     """The deploy key (secret)."""
 
@@ -166,15 +153,11 @@ class Server(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hft:host:Server", name, None, opts)
-        host, pre = args.host, args.preflight
+        host = args.host
         self.host = host
         self.connection = connection(host, args.private_key)
-        self.preflight_step = Step(f"{name}-preflight", "preflight.sh", {
-            "HFT_MIN_CORES": str(pre.min_cores), "HFT_MIN_RAM_GB": str(pre.min_ram_gb),
-            "HFT_MIN_DISK_GB": str(pre.min_disk_gb), "HFT_REQUIRED_OS": pre.required_os,
-            "HFT_ENFORCE": "1" if pre.enforce else "0",
-        })
-        preflight = self.preflight_step.create(self.connection, self)
+        own = next(p for p in args.preflights if p.host.name == host.name)
+        self.preflight_step = own.preflight_step
         files = {"hosts.block": "".join(f"{h.address} {h.name}\n" for h in args.all_hosts)}
         if host.network:
             files["netplan.yaml"] = render_netplan(host)
@@ -182,6 +165,7 @@ class Server(pulumi.ComponentResource):
             "HFT_HOSTNAME": host.name,
             "HFT_APPLY_NETWORK": "1" if host.network else "0",
         }, files)
-        self.ready = self.identity_step.create(self.connection, self, depends_on=[preflight])
-        self.preflight_report = report_from_stdout(preflight.stdout, "HFT_PREFLIGHT_REPORT")
+        self.ready = self.identity_step.create(self.connection, self,
+                                               depends_on=[p.step for p in args.preflights])
+        self.preflight_report = own.report
         self.register_outputs({"address": host.address, "preflight": self.preflight_report})

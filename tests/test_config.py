@@ -165,8 +165,18 @@ BAD = [
     ("monitoring/prometheusPort", 8080, "expected a port no other service of hft-prod-01 uses (taken by monitoring.prometheusPort)"),
     ("preflight/requiredOs", "Ubuntu\n22.04", "expected one line of text"),
     ("preflight/minCores", -1, "hft:preflight.minCores = -1: expected an integer from 1 to 4096"),
-    ("realtimeKernel/packages", [], "hft:realtimeKernel.packages = []: expected a list of a Debian package name"),
-    ("realtimeKernel/unamePattern", "rt; reboot", "expected a uname -r fragment"),
+    ("realtimeKernel/packages", {"debian": []},
+     "hft:realtimeKernel.packages.debian = []: expected a list of a Debian package name"),
+    ("realtimeKernel/packages", ["linux-image-rt-amd64"], "hft:realtimeKernel.packages = [\"linux-image-rt-amd64\"]: "
+                                                          "expected an object of one of debian, ubuntu"),
+    ("realtimeKernel/packages", {"fedora": ["kernel-rt"]}, 'hft:realtimeKernel.packages key = "fedora": expected '
+                                                           "one of debian, ubuntu"),
+    ("realtimeKernel/unamePattern", {"ubuntu": "rt; reboot"}, "expected a uname -r fragment"),
+    ("preflight/supportedOs", {"centos": ["7"]}, 'hft:preflight.supportedOs key = "centos": expected one of debian'),
+    ("preflight/supportedOs", {"debian": ["bookworm"]}, "expected a VERSION_ID like 12 or 22.04"),
+    ("preflight/minBoost", "1.75; reboot", "hft:preflight.minBoost = \"1.75; reboot\": expected a version"),
+    ("preflight/dataMount", "/etc", 'hft:preflight.dataMount = "/etc": expected an absolute path at or below /data'),
+    ("preflight/minDataGb", 0, "hft:preflight.minDataGb = 0: expected an integer from 1"),
     ("surprise", 1, "hft:surprise: unknown key"),
 ]
 

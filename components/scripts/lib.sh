@@ -22,6 +22,9 @@
 #   replace_block FILE BLOCKFILE top|bottom LABEL
 #                                keep BLOCKFILE's lines between "# BEGIN hft-deploy" and
 #                                "# END hft-deploy" in FILE; sets FILE_CHANGED
+#   os_family                    debian or ubuntu (ID= of /etc/os-release); empty on any other OS
+#   by_family NAME               $NAME when set, else ${NAME}_DEBIAN or ${NAME}_UBUNTU for this
+#                                host's family (per-family config values are chosen here)
 #   json_str STRING              STRING as a JSON string literal (quotes included)
 #   read_secret VAR              one line of stdin into VAR (never printed)
 #   write_pgpass VAR HOST PORT DB USER PASSWORD
@@ -51,6 +54,22 @@ require_payload() {
   for f in "$@"; do
     [ -e "$HFT_PAYLOAD/$f" ] || die "payload $f missing from \$HFT_PAYLOAD"
   done
+}
+
+os_family() {
+  local id
+  id=$( (. /etc/os-release && printf '%s' "${ID:-}") 2>/dev/null || true)
+  case $id in debian|ubuntu) printf '%s' "$id" ;; *) printf '' ;; esac
+}
+
+by_family() {
+  local name=$1 fam var
+  if [ -n "${!name:-}" ]; then printf '%s' "${!name}"; return 0; fi
+  fam=$(os_family)
+  [ -n "$fam" ] || die "unsupported OS ($( (. /etc/os-release && printf '%s' "${PRETTY_NAME:-}") 2>/dev/null || echo unknown)): no ${name}_<FAMILY> for it (known families: debian, ubuntu)"
+  var=${name}_${fam^^}
+  [ -n "${!var:-}" ] || die "no $var: this host's OS family is $fam and the config has no value for it"
+  printf '%s' "${!var}"
 }
 
 # is_true VALUE: 1/true/yes/on
