@@ -155,14 +155,6 @@ def _conflicts(cfg: StackConfig) -> list[str]:
     if "grafana" in pkgs and not cfg.monitoring.grafana:
         out.append(f"hft:monitoring.packages = {shown(pkgs)}: expected no grafana while hft:monitoring.grafana is "
                    "false (Grafana comes from its own repository and is installed by monitoring.grafana: true)")
-    rt = cfg.realtime_kernel
-    if rt.enabled and any(not h.container for h in cfg.hosts):
-        families = sorted(cfg.preflight.supported_os)
-        for key, values in (("packages", rt.packages), ("unamePattern", rt.uname_pattern)):
-            missing = [f for f in families if f not in values]
-            if missing:
-                out.append(f"hft:realtimeKernel.{key} = {shown(values)}: expected a value for every OS family of "
-                           f"hft:preflight.supportedOs (missing: {', '.join(missing)})")
     return out
 
 
