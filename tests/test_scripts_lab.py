@@ -349,22 +349,133 @@ def test_dashboards_use_the_workloads_metrics() -> None:
     assert "hft_build_info" in joined
 
 
-def test_preflight(host: Host) -> None:
-    env = {"HFT_MIN_CORES": "32", "HFT_MIN_RAM_GB": "128", "HFT_MIN_DISK_GB": "100000",
-           "HFT_REQUIRED_OS": "Ubuntu 22.04", "HFT_ENFORCE": "0"}
-    res = ok_run(host.run_script("preflight.sh", env), "preflight.sh")
-    report = json.loads(res.lines("HFT_PREFLIGHT_REPORT=")[-1].split("=", 1)[1])
-    assert report["status"] == "WARN" and report["enforce"] is False
-    assert report["os"].startswith("Debian GNU/Linux 12")
+def _lab_package_lines(**changes: dict) -> str:
+    """The packages.list the lab stack's preflight sends to its db/monitoring/app host (real config)."""
+    from components.config import parse
+    from components.preflight import package_lines
+    from tests.test_config import LAB_INVENTORY, stack_values
+    values = stack_values("lab")
+    for section, value in changes.items():
+        values.setdefault(section, {}).update(value)
+    cfg = parse(values, inventory=LAB_INVENTORY)
+    host = next(h for h in cfg.hosts if h.name == "hft-prod-01")
+    return "".join(line + "\n" for line in package_lines(cfg, host))
+
+
+PREFLIGHT = {"HFT_MIN_CORES": "1", "HFT_MIN_RAM_GB": "1", "HFT_MIN_ROOT_GB": "1", "HFT_MIN_DATA_GB": "1",
+             "HFT_DATA_MOUNT": "/data", "HFT_SUPPORTED_OS": "debian:12 ubuntu:22.04", "HFT_REQUIRED_OS": "Ubuntu 22.04",
+             "HFT_MIN_BOOST": "1.74", "HFT_MIN_OPENSSL": "3.0", "HFT_LIB_BOOST": "libboost-dev",
+             "HFT_LIB_OPENSSL": "libssl-dev", "HFT_LIB_PQ": "libpq-dev", "HFT_ENFORCE": "0"}
+
+
+def _preflight_report(res: Result) -> dict:
+    return json.loads(res.lines("HFT_PREFLIGHT_REPORT=")[-1].split("=", 1)[1])
+
+
+def _host_apt_state(host: Host) -> str:
+    """What a read-only preflight must leave as it was: apt's lists, dpkg's database, sources."""
+    return host.out("stat -c '%n %Y %s' /var/lib/apt/lists /var/lib/dpkg/status /etc/apt/sources.list.d; "
+                    "ls -l --time-style=+%s /var/lib/apt/lists | md5sum; dpkg -l | md5sum")
+
+
+def test_preflight_passes_a_healthy_config_and_changes_nothing(host: Host, repo_url: str) -> None:
+    env = dict(PREFLIGHT, HFT_REPOSITORY=repo_url, HFT_RELEASE_TAGS="release.blue.version=v1.0.0")
+    files = {"packages.list": _lab_package_lines()}
+    before = _host_apt_state(host)
+    res = ok_run(host.run_script("preflight.sh", env, files, label="preflight healthy"), "preflight.sh")
+    assert _host_apt_state(host) == before, "the preflight changed apt's or dpkg's state"
+    report = _preflight_report(res)
     checks = {c["check"]: c for c in report["checks"]}
-    assert checks["OS"]["status"] == "warn" and checks["Disk /"]["status"] == "fail"
-    assert "⚠ OS" in res.out and "✗ Disk /" in res.out
-    res = host.run_script("preflight.sh", dict(env, HFT_ENFORCE="1"), label="preflight enforce")
-    assert res.rc == 1 and "error: " in res.err and "not met" in res.err
-    assert json.loads(res.lines("HFT_PREFLIGHT_REPORT=")[-1].split("=", 1)[1])["status"] == "FAIL"
-    small = dict(env, HFT_MIN_CORES="1", HFT_MIN_RAM_GB="1", HFT_MIN_DISK_GB="1", HFT_ENFORCE="1")
-    res = ok_run(host.run_script("preflight.sh", small, label="preflight met"), "preflight.sh")
-    assert json.loads(res.lines("HFT_PREFLIGHT_REPORT=")[-1].split("=", 1)[1])["status"] == "PASS"
+    assert report["family"] == "debian" and checks["OS"]["status"] == "pass"
+    assert checks["Runbook OS"] == {"check": "Runbook OS", "status": "warn", "key": "preflight.requiredOs",
+                                    "detail": "Debian GNU/Linux 12 (bookworm), the runbook names Ubuntu 22.04"}
+    # the lab has no /data: a requirement not met, reported (not enforced in the lab)
+    assert checks["Disk /data"]["status"] == "unmet" and checks["Disk /data"]["key"] == "preflight.dataMount"
+    assert "⚠ Disk /data: missing" in res.out
+    assert checks["Packages"]["status"] == "pass" and "installable (apt-get -s)" in checks["Packages"]["detail"]
+    # Boost at the version the baseline will install (Debian 12: 1.74), not what is installed now
+    assert checks["Boost"]["status"] == "pass" and "libboost-dev 1.74" in checks["Boost"]["detail"]
+    assert "apt will install" in checks["Boost"]["detail"]
+    assert checks["Repository"]["status"] == "pass" and checks["Release tag v1.0.0"]["status"] == "pass"
+    assert report["status"] == "WARN" and report["failed"] == 0 and report["unmet"] == 1
+    # a second run finds exactly the same
+    again = ok_run(host.run_script("preflight.sh", env, files, label="preflight healthy 2nd"), "preflight.sh")
+    strip = lambda r: [(c["check"], c["status"], c["key"]) for c in _preflight_report(r)["checks"]]  # noqa: E731
+    assert strip(again) == strip(res)
+    assert [ln for ln in again.out.splitlines() if not ln.startswith(("✓ Disk", "HFT_"))] == \
+        [ln for ln in res.out.splitlines() if not ln.startswith(("✓ Disk", "HFT_"))]
+    # every requirement met (the data mount here: /, a mount point of this host), enforced: PASS
+    res = ok_run(host.run_script("preflight.sh", dict(env, HFT_DATA_MOUNT="/", HFT_ENFORCE="1"), files,
+                                 label="preflight pass"), "preflight.sh")
+    assert _preflight_report(res)["status"] == "PASS" and not res.err.strip()
+
+
+def test_preflight_names_an_uninstallable_package_with_its_key(host: Host) -> None:
+    files = {"packages.list": _lab_package_lines(postgres={"timescaledb": True})
+             + "any baseline.packages hft-no-such-package\n"}
+    res = host.run_script("preflight.sh", PREFLIGHT, files, label="preflight package")
+    assert res.rc == 1, res.text
+    checks = {c["check"]: c for c in _preflight_report(res)["checks"]}
+    assert checks["Package hft-no-such-package"]["status"] == "fail"
+    assert checks["Package hft-no-such-package"]["key"] == "baseline.packages"
+    ts = checks["Package timescaledb-2-postgresql-15"]
+    assert ts["status"] == "fail" and ts["key"] == "postgres.timescaledb"
+    assert "set postgres.timescaledb false and remove timescaledb from database.extensions" in ts["detail"]
+    assert "[key: baseline.packages]" in res.err and "[key: postgres.timescaledb]" in res.err
+
+
+def test_preflight_names_an_unreachable_repository_and_a_missing_tag(host: Host, repo_url: str) -> None:
+    with socket.socket() as s:   # a port on the bridge nothing listens on
+        s.bind((config.GATEWAY, 0))
+        closed = f"git://{config.GATEWAY}:{s.getsockname()[1]}/hft_system.git"
+    res = host.run_script("preflight.sh", dict(PREFLIGHT, HFT_REPOSITORY=closed,
+                                               HFT_RELEASE_TAGS="release.blue.version=v1.0.0"),
+                          label="preflight repository")
+    assert res.rc == 1
+    (finding,) = [c for c in _preflight_report(res)["checks"] if c["status"] == "fail"]
+    assert finding["check"] == "Repository" and finding["key"] == "service.repository"
+    assert f"{closed} not reachable from this host" in finding["detail"] and "Connection refused" in finding["detail"]
+    res = host.run_script("preflight.sh", dict(PREFLIGHT, HFT_REPOSITORY=repo_url,
+                                               HFT_RELEASE_TAGS="release.blue.version=v1.0.0 "
+                                                                "release.green.version=v1.0.99"),
+                          label="preflight tag")
+    assert res.rc == 1
+    (finding,) = [c for c in _preflight_report(res)["checks"] if c["status"] == "fail"]
+    assert finding == {"check": "Release tag v1.0.99", "status": "fail", "key": "release.green.version",
+                       "detail": f"no tag v1.0.99 in {repo_url}"}
+
+
+def test_preflight_lists_every_problem_in_one_failure(host: Host) -> None:
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        closed = f"git://{config.GATEWAY}:{s.getsockname()[1]}/hft_system.git"
+    env = dict(PREFLIGHT, HFT_MIN_CORES="4096", HFT_MIN_RAM_GB="65536", HFT_MIN_ROOT_GB="1000000",
+               HFT_MIN_BOOST="1.75", HFT_ENFORCE="1", HFT_REPOSITORY=closed,
+               HFT_RELEASE_TAGS="release.blue.version=v1.0.0")
+    files = {"packages.list": _lab_package_lines(monitoring={"grafana": True})
+             + "any baseline.packages hft-no-such-package\n"
+             + "debian realtimeKernel.packages.debian hft-no-such-rt-kernel\n"
+             + "ubuntu realtimeKernel.packages.ubuntu linux-realtime\n"}
+    res = host.run_script("preflight.sh", env, files, label="preflight all at once")
+    assert res.rc == 1
+    report = _preflight_report(res)
+    fatal = {c["key"] for c in report["checks"] if c["status"] in ("fail", "unmet")}
+    assert fatal == {"preflight.minCores", "preflight.minRamGb", "preflight.minRootGb", "preflight.dataMount",
+                     "baseline.packages", "realtimeKernel.packages.debian", "monitoring.grafana",
+                     "preflight.minBoost, baseline.packages", "service.repository"}, fatal
+    assert report["status"] == "FAIL" and report["enforce"] is True
+    # one message naming every problem and its key (the Ubuntu package is not asked of a Debian host)
+    (head,) = [ln for ln in res.err.splitlines() if ln.startswith("error: ")]
+    assert head.startswith("error: preflight found 9 problem(s) on hft-canary-01")
+    for key in fatal:
+        assert f"[key: {key}]" in res.err
+    assert "linux-realtime" not in res.text
+    # an OS the config does not support fails, naming it
+    res = host.run_script("preflight.sh", dict(PREFLIGHT, HFT_SUPPORTED_OS="ubuntu:22.04"), label="preflight os")
+    assert res.rc == 1
+    (finding,) = [c for c in _preflight_report(res)["checks"] if c["status"] == "fail"]
+    assert finding["check"] == "OS" and finding["key"] == "preflight.supportedOs"
+    assert finding["detail"].startswith("Debian GNU/Linux 12 (bookworm) (ID=debian VERSION_ID=12) is not supported")
 
 
 def test_server(host: Host) -> None:
@@ -446,11 +557,20 @@ def test_realtime_kernel_already_running(host: Host) -> None:
     res = host.run_script("realtime_kernel_verify.sh", {"HFT_RT_PATTERN": "-rt-no-such-kernel$"},
                           label="realtime_kernel_verify.sh fail")
     assert res.rc == 1 and "error: kernel" in res.err and "RT kernel not running" in res.err
+    # per OS family, as the component sends it: this Debian host takes the _DEBIAN values
+    fam = {"HFT_RT_PACKAGES_DEBIAN": "linux-image-rt-amd64", "HFT_RT_PATTERN_DEBIAN": pattern,
+           "HFT_RT_PACKAGES_UBUNTU": "linux-realtime", "HFT_RT_PATTERN_UBUNTU": "-realtime$"}
+    res = ok_run(host.run_script("realtime_kernel.sh", fam, label="realtime_kernel.sh family"), "realtime_kernel.sh")
+    assert res.out.strip() == f"ok: running RT kernel {release}"
+    res = host.run_script("realtime_kernel_verify.sh", {"HFT_RT_PATTERN_UBUNTU": pattern},
+                          label="realtime_kernel_verify.sh no family value")
+    assert res.rc == 1 and "no HFT_RT_PATTERN_DEBIAN: this host's OS family is debian" in res.err, res.text
 
 
 # ------------------------------------------------------------------ the staged wrapper
 
-SMALL = {"HFT_MIN_CORES": "1", "HFT_MIN_RAM_GB": "1", "HFT_MIN_DISK_GB": "1", "HFT_ENFORCE": "0"}
+SMALL = {"HFT_MIN_CORES": "1", "HFT_MIN_RAM_GB": "1", "HFT_MIN_ROOT_GB": "1", "HFT_MIN_DATA_GB": "1",
+         "HFT_SUPPORTED_OS": "debian:12", "HFT_ENFORCE": "0"}
 
 
 def test_concurrent_runs_of_a_step_queue_on_its_lock(host: Host) -> None:
