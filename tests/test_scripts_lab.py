@@ -1093,3 +1093,54 @@ def test_service_stop(host: Host) -> None:
                     "test -f /opt/hft_system/config/production.json && echo kept") == "kept"
     no_change(host.run_script("service_stop.sh", env, label="service_stop.sh 2nd"),
               "service_stop.sh")
+
+
+def test_a_failing_preflight_stops_the_real_update_before_anything_changes(host: Host, tmp_path: Path) -> None:
+    """The real CLI: a preview-time conflict is refused naming its key; then an `up` whose preflight
+    finds two problems on the host fails listing both, and no other step ran (state and host)."""
+    import secrets
+    from tests.lab_stack import project_copy
+    from tests.pulumi_cli import Pulumi
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        closed = f"git://{config.GATEWAY}:{s.getsockname()[1]}/hft_system.git"
+    (tmp_path / "project").mkdir()
+    project = project_copy(tmp_path / "project")
+    (project / "Pulumi.lab.yaml").write_text(json.dumps({"config": {
+        "hft:environment": "lab", "hft:inventory": "lab", "hft:hosts": {HOST: {}},
+        "hft:placements": {"app:blue": HOST, "db": HOST, "monitoring": HOST},
+        "hft:release": {"live": "blue", "blue": {"version": "v1.0.0"}},
+        "hft:baseline": {"aptUpgrade": {"enabled": False}, "packages": ["build-essential", "hft-no-such-package"]},
+        "hft:postgres": {"timescaledb": False}, "hft:database": {"extensions": ["timescaledb"]},
+        "hft:service": {"repository": closed}, "hft:monitoring": {"grafana": False},
+        "hft:preflight": {"enforce": False}}}, indent=2) + "\n")
+    cli = Pulumi(project, "lab", tmp_path / "state", passphrase=secrets.token_hex(16))
+    lab_home = {"HFT_LAB_HOME": str(host.known_hosts.parent.parent)}
+    cli.init()
+    for name in ("BINANCE_API_KEY", "BINANCE_API_SECRET", "COINBASE_API_KEY", "COINBASE_API_SECRET"):
+        cli.run("config", "set", "--secret", "--path", f"hft:exchangeKeys.{name}", f"lab-{name.lower()}")
+    # refused at preview, before any host is contacted
+    proc = cli.run("preview", check=False, extra_env=lab_home)
+    assert proc.returncode != 0
+    assert 'hft:database.extensions = ["timescaledb"]: expected no timescaledb while hft:postgres.timescaledb is ' \
+           "false" in proc.stdout + proc.stderr
+    import yaml
+    stack_file = project / "Pulumi.lab.yaml"
+    doc = yaml.safe_load(stack_file.read_text())
+    doc["config"]["hft:database"] = {"extensions": []}
+    stack_file.write_text(yaml.safe_dump(doc))
+    state = "hostname; cat /etc/hosts; ls /var/lib/hft-deploy/applied 2>/dev/null; dpkg -l | md5sum"
+    before = host.out(state)
+    t0 = time.monotonic()
+    proc = cli.run("up", "--yes", check=False, extra_env=lab_home, timeout=1200)
+    host.times["up stopped by preflight"] = round(time.monotonic() - t0, 1)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "preflight found 2 problem(s) on hft-canary-01" in out, out
+    assert "Package hft-no-such-package: not installable from this host's apt sources" in out
+    assert "[key: baseline.packages]" in out and "[key: service.repository]" in out
+    # nothing but the preflight ran: no command in state, nothing changed on the host
+    commands = [r["urn"] for r in cli.export()["deployment"].get("resources", [])
+                if r["type"] == "command:remote:Command"]
+    assert commands == [], commands
+    assert host.out(state) == before
