@@ -92,6 +92,14 @@ def package_lines(cfg: "StackConfig", host: "Host") -> list[str]:
     return out
 
 
+def repository_lines(cfg: "StackConfig", host: "Host") -> list[str]:
+    """``FAMILY KEY URL``: apt repositories a step of ``host`` will add (checked with the packages)."""
+    if cfg.topology.db.name != host.name or not cfg.postgres.timescaledb:
+        return []
+    return [f"{f} postgres.timescaledbRepository.{f} {url}"
+            for f, url in sorted(cfg.postgres.timescaledb_repository.items())]
+
+
 def library_env(packages: Sequence[str]) -> dict[str, str]:
     """Which package of baseline.packages brings each library runbook 2.2 names a version of."""
     def first(prefix: str) -> str:
@@ -107,6 +115,8 @@ class PreflightArgs:
     """Runbook 2.2's requirements."""
     packages: Sequence[str]
     """``FAMILY KEY PACKAGE`` lines (``package_lines``)."""
+    repositories: Sequence[str]
+    """``FAMILY KEY URL`` lines (``repository_lines``)."""
     library_packages: dict
     """HFT_LIB_* (``library_env``)."""
     repository: Optional[str]
@@ -138,8 +148,10 @@ class Preflight(pulumi.ComponentResource):
             "HFT_REPOSITORY": args.repository or "",
             "HFT_RELEASE_TAGS": " ".join(f"{k}={t}" for k, t in args.tags),
         }
-        self.preflight_step = Step(f"{name}-preflight", "preflight.sh", env,
-                                   {"packages.list": "".join(line + "\n" for line in args.packages)})
+        files = {"packages.list": "".join(line + "\n" for line in args.packages)}
+        if args.repositories:
+            files["repositories.list"] = "".join(line + "\n" for line in args.repositories)
+        self.preflight_step = Step(f"{name}-preflight", "preflight.sh", env, files)
         self.step = self.preflight_step.create(connection(host, args.private_key), self)
         self.report = report_from_stdout(self.step.stdout, "HFT_PREFLIGHT_REPORT")
         self.register_outputs({"report": self.report})
@@ -151,7 +163,8 @@ def build_preflights(cfg: "StackConfig", keys: dict) -> dict[str, Preflight]:
     for host in cfg.hosts:
         apps = [a for a in topo.apps if a.host.name == host.name]
         out[host.name] = Preflight(host.name, PreflightArgs(
-            host, cfg.preflight, package_lines(cfg, host), library_env(cfg.baseline.packages),
+            host, cfg.preflight, package_lines(cfg, host), repository_lines(cfg, host),
+            library_env(cfg.baseline.packages),
             cfg.service.repository if apps else None,
             [(f"release.{a.color}.version", a.version) for a in apps], keys[host.name]))
     return out

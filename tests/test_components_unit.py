@@ -259,6 +259,15 @@ def test_each_hosts_preflight_checks_what_its_own_steps_will_install(tmp_path) -
     assert "any postgres.timescaledb timescaledb-2-postgresql-%PG%" in db_host
     assert "any monitoring.grafana grafana" in db_host and "any monitoring.packages prometheus" in db_host
     assert not [ln for ln in other if " postgres." in ln or " monitoring.packages " in ln or "grafana" in ln]
+    # the TimescaleDB repository postgres.sh will add, per OS family, checked by the db host's preflight
+    assert steps["hft-prod-01"].files["repositories.list"].splitlines() == [
+        "debian postgres.timescaledbRepository.debian https://packagecloud.io/timescale/timescaledb/debian/",
+        "ubuntu postgres.timescaledbRepository.ubuntu https://packagecloud.io/timescale/timescaledb/ubuntu/"]
+    assert "repositories.list" not in steps["hft-prod-02"].files
+    pg = d.postgres.step.env
+    assert pg["HFT_TIMESCALEDB"] == "1" and pg["HFT_TIMESCALEDB_KEY_URL"].endswith("/gpgkey")
+    assert pg["HFT_TIMESCALEDB_REPO_UBUNTU"] == "https://packagecloud.io/timescale/timescaledb/ubuntu/"
+    assert "shared_preload_libraries = 'timescaledb'" in d.postgres.step.files["postgresql.conf"].splitlines()
     env = {n: s.env for n, s in steps.items()}
     assert env["hft-prod-01"]["HFT_RELEASE_TAGS"] == "release.blue.version=v1.0.0"
     assert env["hft-prod-02"]["HFT_RELEASE_TAGS"] == "release.green.version=v1.0.0"
@@ -274,3 +283,5 @@ def test_lab_preflight_leaves_out_what_containers_skip(tmp_path) -> None:
     assert "realtimeKernel" not in lines and "cpufrequtils" not in lines          # container hosts
     assert "timescaledb" not in lines and "grafana" not in lines                   # off in the lab
     assert "any postgres.packages postgresql" in lines.splitlines()
+    assert "repositories.list" not in d.fleet.preflights["hft-prod-01"].preflight_step.files
+    assert not [k for k in d.postgres.step.env if k.startswith("HFT_TIMESCALEDB_")]

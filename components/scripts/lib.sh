@@ -102,6 +102,9 @@ apt_update_once() {
   _HFT_APT_UPDATED=1
 }
 
+# apt_sources_changed: the next apt_update_once updates again (a step added an apt source)
+apt_sources_changed() { _HFT_APT_UPDATED=0; }
+
 # pkg_installable PKG: apt knows a candidate for PKG (after an update)
 pkg_installable() {
   local cand

@@ -31,7 +31,9 @@
 #   HFT_RELEASE_TAGS   "release.blue.version=v1.0.0 ...": tags that must exist in it
 #   HFT_ENFORCE        1 (prod): unmet requirements are fatal; 0 (lab): reported only
 # payload: lib.sh, optional packages.list: lines "FAMILY CONFIG-KEY PACKAGE" (FAMILY: debian,
-#          ubuntu or any; %PG% in PACKAGE is the major version of the PostgreSQL apt would install)
+#          ubuntu or any; %PG% in PACKAGE is the major version of the PostgreSQL apt would install);
+#          optional repositories.list: lines "FAMILY CONFIG-KEY URL", apt repositories a later step
+#          adds (suite: this host's codename, component main), read here into the private lists only
 # stdin: not read.
 set -euo pipefail
 source "$HFT_PAYLOAD/lib.sh"
@@ -115,12 +117,39 @@ apt_opts=(-o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -
 apt_ready=0
 if [ -f "$HFT_PAYLOAD/packages.list" ] && [ -n "$family" ]; then
   mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
-  if out=$(apt-get -q "${apt_opts[@]}" update 2>&1) && ! grep -q '^[WE]: Failed to fetch' <<<"$out"; then
-    apt_ready=1
-  else
-    report fail "apt sources" "apt-get update failed: $(grep -E '^(E|W):' <<<"$out" | head -n 3 | tr '\n' ' ')" \
-      "(the host's apt sources)"
+  # the host's sources, and the repositories later steps add (not yet configured here): these are
+  # only read into the private lists, never installed from, so their signature is not asked for
+  codename=$( (. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}") )
+  cat /etc/apt/sources.list >"$apt_dir/sources.list" 2>/dev/null || true
+  declare -A repo_key=()
+  if [ -f "$HFT_PAYLOAD/repositories.list" ]; then
+    while read -r fam key url; do
+      [ -n "${url:-}" ] && [ "$fam" = "$family" ] || continue
+      repo_key[$url]=$key
+      if grep -rqsF -- " $url " /etc/apt/sources.list.d/; then continue; fi   # added by an earlier run
+      printf 'deb [trusted=yes] %s %s main\n' "$url" "$codename" >>"$apt_dir/sources.list"
+    done <"$HFT_PAYLOAD/repositories.list"
   fi
+  apt_opts+=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list")
+  out=$(apt-get -q "${apt_opts[@]}" update 2>&1) || true
+  unfetched=$(grep -E '^(Err:[0-9]+|[WE]: Failed to fetch) ' <<<"$out" | sed -E 's/^(Err:[0-9]+|[WE]: Failed to fetch) //' \
+                | awk '{print $1}' | sort -u || true)
+  for url in "${!repo_key[@]}"; do
+    if grep -qF -- "${url%/}" <<<"$unfetched"; then
+      why=$(grep -F -- "${url%/}" <<<"$out" | grep -vE '^(Err|Ign|Get|Hit):' | tail -n 1 | sed -E 's/^[WE]: //')
+      report fail "Repository $url" "cannot be read from this host (${why:-not reachable})" "${repo_key[$url]}"
+    else
+      report pass "Repository $url" "readable ($codename main)"
+    fi
+  done
+  others=$(for u in $unfetched; do
+             known=0; for r in "${!repo_key[@]}"; do [[ "$u" == "${r%/}"* ]] && known=1; done
+             [ "$known" = 1 ] || echo "$u"; done | paste -sd' ' - || true)
+  if [ -n "$others" ]; then
+    report fail "apt sources" "apt-get update cannot read $others" "(this host's apt sources)"
+  fi
+  if ls "$apt_dir/lists/"*_Packages >/dev/null 2>&1; then apt_ready=1
+  else report fail "apt sources" "apt-get update read no package list: $(grep -E '^(E|W):' <<<"$out" | head -n 2 | tr '\n' ' ')" "(this host's apt sources)"; fi
 fi
 cand() { { apt-cache "${apt_opts[@]}" policy "$1" 2>/dev/null || true; } | awk '/Candidate:/ {print $2; exit}'; }
 inst() { { dpkg-query -W -f='${db:Status-Status} ${Version}\n' "$1" 2>/dev/null || true; } | awk '$1 == "installed" {print $2; exit}'; }
@@ -129,7 +158,7 @@ will_have() { local v; v=$(inst "$1"); [ -n "$v" ] || { [ "$apt_ready" = 1 ] && 
 
 hint() {  # what to do about a package the host cannot install, by the key that asks for it
   case $1 in
-    *postgres.timescaledb*) printf '%s' "; add the TimescaleDB apt repository for $family (runbook 3.3 step 3: packagecloud.io/timescale/timescaledb/$family/), or set postgres.timescaledb false and remove timescaledb from database.extensions" ;;
+    *postgres.timescaledb*) printf '%s' "; postgres.timescaledbRepository.$family must provide it (runbook 3.3 step 3), or set postgres.timescaledb false and remove timescaledb from database.extensions" ;;
     *monitoring.grafana*) printf '%s' "; add the Grafana apt repository (runbook 3.3 step 4: packages.grafana.com/oss/deb), or set monitoring.grafana false" ;;
     *realtimeKernel.packages.ubuntu*) printf '%s' "; Ubuntu's real-time kernel comes with Ubuntu Pro (\`pro enable realtime-kernel\`), or set realtimeKernel.enabled false" ;;
     *realtimeKernel*) printf '%s' "; set realtimeKernel.packages.$family to this OS's RT kernel, or realtimeKernel.enabled false" ;;
