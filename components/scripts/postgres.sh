@@ -42,7 +42,7 @@ grep -Eq "^[[:space:]]*include_dir[[:space:]]*=[[:space:]]*'conf.d'" "$etc/postg
 if is_true "${HFT_TIMESCALEDB:-0}"; then
   pkg=timescaledb-2-postgresql-$ver
   repo=$(by_family HFT_TIMESCALEDB_REPO)
-  require_env HFT_TIMESCALEDB_KEY_URL
+  [ -n "${HFT_TIMESCALEDB_KEY_URL:-}" ] || die "HFT_TIMESCALEDB_KEY_URL is required with HFT_TIMESCALEDB=1"
   codename=$( (. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}") )
   [ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release: cannot name the TimescaleDB suite"
   keyring=/etc/apt/keyrings/timescaledb.asc
