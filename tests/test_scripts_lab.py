@@ -313,6 +313,84 @@ def repo_url(host: Host) -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+STAND_IN_PACKAGES = {   # an apt repository standing in for TimescaleDB's (unreachable from the lab)
+    "timescaledb-2-postgresql-15": "postgresql-15",    # a real (empty) package, downloadable
+    "hft-broken-deps": "hft-no-such-dependency",       # an index entry whose dependency nothing provides
+}
+
+
+def _stand_in_repository(root: Path) -> None:
+    """``root/debian``: a signed apt repository (InRelease) of STAND_IN_PACKAGES, and
+    ``root/debian/key.asc``, its signing key (a throwaway key made here)."""
+    import hashlib
+    gnupg = root / "gnupg"
+    gnupg.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(gnupg), "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run([*gpg, "--quick-gen-key", "hft lab repository <lab@example.invalid>", "ed25519", "sign", "never"],
+                   check=True, capture_output=True)
+    repo = root / "debian"
+    (repo / "pool").mkdir(parents=True)
+    (repo / "key.asc").write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True,
+                                                  capture_output=True).stdout)
+    pkg = root / "build" / "DEBIAN"
+    pkg.mkdir(parents=True)
+    name = "timescaledb-2-postgresql-15"
+    (pkg / "control").write_text(f"Package: {name}\nVersion: 2.99.0~lab\nArchitecture: amd64\n"
+                                 "Maintainer: lab <lab@example.invalid>\nDepends: postgresql-15\n"
+                                 "Description: lab stand-in for TimescaleDB (no files)\n")
+    deb = repo / "pool" / f"{name}_2.99.0~lab_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg.parent), str(deb)], check=True,
+                   capture_output=True)
+    entries = []
+    for package, dep in STAND_IN_PACKAGES.items():
+        data = deb.read_bytes() if package == name else b"\0"
+        entries.append(f"Package: {package}\nVersion: 2.99.0~lab\nArchitecture: amd64\n"
+                       f"Maintainer: lab <lab@example.invalid>\nDepends: {dep}\n"
+                       f"Filename: pool/{package}_2.99.0~lab_amd64.deb\nSize: {len(data)}\n"
+                       f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription: lab stand-in\n\n")
+    body = "".join(entries).encode()
+    dist = repo / "dists" / "bookworm"
+    (dist / "main" / "binary-amd64").mkdir(parents=True)
+    (dist / "main" / "binary-amd64" / "Packages").write_bytes(body)
+    (dist / "Release").write_text("Origin: hft-lab\nSuite: bookworm\nCodename: bookworm\nArchitectures: amd64\n"
+                                  "Components: main\nDate: Sat, 28 Nov 2026 00:00:00 UTC\n"
+                                  f"SHA256:\n {hashlib.sha256(body).hexdigest()} {len(body)} main/binary-amd64/Packages\n")
+    subprocess.run([*gpg, "--clearsign", "--output", str(dist / "InRelease"), str(dist / "Release")], check=True,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def apt_repo(host: Host) -> Iterator[str]:
+    """The stand-in repository served on the lab bridge, reached by the host directly rather than
+    through the lab's apt proxy (which lets only the distribution's mirrors through)."""
+    for tool in ("gpg", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"prerequisite missing on this machine: {tool}")
+    root = Path(tempfile.mkdtemp(prefix="hft-scripts-apt-"))
+    _stand_in_repository(root)
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", config.GATEWAY,
+                               "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    direct = "/etc/apt/apt.conf.d/91hft-test-direct"
+    host.ssh(f"echo 'Acquire::http::Proxy::{config.GATEWAY} \"DIRECT\";' > {direct}")
+    try:
+        url = f"http://{config.GATEWAY}:{port}/debian/"
+        for _ in range(50):
+            try:
+                with socket.create_connection((config.GATEWAY, port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        host.ssh(f"rm -f {direct}", check=False)
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------ tests
 
 def test_scripts_follow_the_contract() -> None:
@@ -695,10 +773,16 @@ def test_full_chain(host: Host, repo_url: str) -> None:
     assert hba.startswith(f"# BEGIN hft-deploy\n{PG_HBA}# END hft-deploy")
     no_change(host.run_script("postgres.sh", PG_ENV, pg_files, label="postgres.sh 2nd"),
               "postgres.sh")
-    # TimescaleDB without its repository fails clearly, naming the package
-    res = host.run_script("postgres.sh", dict(PG_ENV, HFT_TIMESCALEDB="1"), pg_files,
+    # TimescaleDB whose repository cannot be reached fails clearly, naming the key, adding no source
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        closed = f"http://{config.GATEWAY}:{s.getsockname()[1]}"
+    res = host.run_script("postgres.sh", dict(PG_ENV, HFT_TIMESCALEDB="1", HFT_TIMESCALEDB_REPO_DEBIAN=f"{closed}/debian/",
+                                              HFT_TIMESCALEDB_KEY_URL=f"{closed}/key.asc"), pg_files,
                           label="postgres.sh timescaledb")
-    assert res.rc == 1 and f"timescaledb-2-postgresql-{ver} is not installable" in res.err
+    assert res.rc == 1 and f"cannot fetch TimescaleDB's signing key from {closed}/key.asc " \
+                           "(postgres.timescaledbKeyUrl)" in res.err, res.text
+    assert host.out("ls /etc/apt/sources.list.d/ /etc/apt/keyrings/ 2>/dev/null | grep -c timescaledb || true") == "0"
 
     db_env = {"HFT_DB_NAME": "hft_db", "HFT_DB_USER": "hft_user", "HFT_DB_PASSWORD_ROTATION": "initial",
               "HFT_DB_EXTENSIONS": "pg_trgm timescaledb", "HFT_DB_EXTENSIONS_OPTIONAL": "1"}
@@ -1144,3 +1228,55 @@ def test_a_failing_preflight_stops_the_real_update_before_anything_changes(host:
                 if r["type"] == "command:remote:Command"]
     assert commands == [], commands
     assert host.out(state) == before
+
+
+def test_preflight_reads_the_repositories_later_steps_add(host: Host, apt_repo: str) -> None:
+    """TimescaleDB's repository (postgres.sh adds it) is read into the preflight's private lists:
+    its package counts as installable there, and neither apt's lists nor sources change."""
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        closed = f"http://{config.GATEWAY}:{s.getsockname()[1]}/debian/"
+    packages = {"packages.list": _lab_package_lines(postgres={"timescaledb": True})}
+    good = dict(packages, **{"repositories.list": f"debian postgres.timescaledbRepository.debian {apt_repo}\n"
+                                                  "ubuntu postgres.timescaledbRepository.ubuntu http://198.18.0.1:1/ubuntu/\n"})
+    before = _host_apt_state(host)
+    res = ok_run(host.run_script("preflight.sh", PREFLIGHT, good, label="preflight repo"), "preflight.sh")
+    assert _host_apt_state(host) == before
+    checks = {c["check"]: c for c in _preflight_report(res)["checks"]}
+    assert checks[f"Repository {apt_repo}"]["status"] == "pass"
+    assert checks["Packages"]["status"] == "pass"
+    assert "Repository http://198.18.0.1:1/ubuntu/" not in checks   # the Ubuntu one is not asked of a Debian host
+    # a package of that repository whose dependencies cannot be met: the simulation says so, with its key
+    broken = dict(good, **{"packages.list": good["packages.list"] + "any postgres.packages hft-broken-deps\n"})
+    res = host.run_script("preflight.sh", PREFLIGHT, broken, label="preflight deps")
+    assert res.rc == 1
+    (finding,) = [c for c in _preflight_report(res)["checks"] if c["status"] == "fail"]
+    assert finding["check"] == "Packages" and "hft-no-such-dependency" in finding["detail"], finding
+    assert "postgres.packages" in finding["key"]
+    # the repository unreachable: named with its key, and the package it should provide with its own
+    bad = dict(packages, **{"repositories.list": f"debian postgres.timescaledbRepository.debian {closed}\n"})
+    res = host.run_script("preflight.sh", PREFLIGHT, bad, label="preflight repo unreachable")
+    assert res.rc == 1
+    fails = {c["key"]: c for c in _preflight_report(res)["checks"] if c["status"] == "fail"}
+    assert set(fails) == {"postgres.timescaledbRepository.debian", "postgres.timescaledb"}, fails
+    assert "Connection refused" in fails["postgres.timescaledbRepository.debian"]["detail"]
+    assert "postgres.timescaledbRepository.debian must provide it" in fails["postgres.timescaledb"]["detail"]
+
+
+def test_postgres_adds_the_timescaledb_repository_per_family_and_installs_from_it(host: Host, apt_repo: str) -> None:
+    """Runbook 3.3 step 3 with the stand-in repository: source (signed-by its key, the host's
+    codename), key, package; a second run changes nothing; then removed for the later tests."""
+    files = {"postgresql.conf": PG_CONF, "pg_hba.block": PG_HBA}
+    env = dict(PG_ENV, HFT_TIMESCALEDB="1", HFT_TIMESCALEDB_REPO_DEBIAN=apt_repo,
+               HFT_TIMESCALEDB_REPO_UBUNTU="http://198.18.0.1:1/ubuntu/", HFT_TIMESCALEDB_KEY_URL=apt_repo + "key.asc")
+    try:
+        res = ok_run(host.run_script("postgres.sh", env, files, label="postgres.sh timescaledb repo"), "postgres.sh")
+        assert host.out("cat /etc/apt/sources.list.d/timescaledb.list") == \
+            f"deb [signed-by=/etc/apt/keyrings/timescaledb.asc] {apt_repo} bookworm main"
+        assert host.out("head -n 1 /etc/apt/keyrings/timescaledb.asc") == "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+        assert host.out("dpkg-query -W -f='${Version}' timescaledb-2-postgresql-15") == "2.99.0~lab"
+        assert "changed: installed timescaledb-2-postgresql-15" in res.out
+        no_change(host.run_script("postgres.sh", env, files, label="postgres.sh timescaledb repo 2nd"), "postgres.sh")
+    finally:
+        host.ssh("apt-get -q -y purge timescaledb-2-postgresql-15 >/dev/null 2>&1; "
+                 "rm -f /etc/apt/sources.list.d/timescaledb.list /etc/apt/keyrings/timescaledb.asc", check=False)

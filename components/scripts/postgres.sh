@@ -56,13 +56,19 @@ if is_true "${HFT_TIMESCALEDB:-0}"; then
     ensure_dir /etc/apt/keyrings 755 root:root >/dev/null
     install_file "$tmp" "$keyring" 644 root:root
   fi
+  list=/etc/apt/sources.list.d/timescaledb.list
+  had_list=0
+  [ -f "$list" ] && had_list=1
   printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$repo" "$codename" >"$tmp"
-  install_file "$tmp" /etc/apt/sources.list.d/timescaledb.list 644 root:root
+  install_file "$tmp" "$list" 644 root:root
   [ "$FILE_CHANGED" = 0 ] || apt_sources_changed
   rm -f "$tmp"
   if ! pkg_installed "$pkg"; then
-    apt_update_once
-    pkg_installable "$pkg" || die "$pkg is not installable from $repo $codename (postgres.timescaledbRepository): set postgres.timescaledb false and remove timescaledb from database.extensions, or fix the repository"
+    # a repository that does not serve the package is not left behind for every later apt-get update
+    drop_new_list() { [ "$had_list" = 1 ] || rm -f "$list"; }
+    ( apt_update_once ) || { drop_new_list; die "apt-get update failed with $repo (postgres.timescaledbRepository)"; }
+    apt_update_once   # (in this shell: later installs need no other update)
+    pkg_installable "$pkg" || { drop_new_list; die "$pkg is not installable from $repo $codename (postgres.timescaledbRepository): set postgres.timescaledb false and remove timescaledb from database.extensions, or fix the repository"; }
     install_packages "$pkg"
   else
     ok "$pkg installed"
