@@ -1280,3 +1280,35 @@ def test_postgres_adds_the_timescaledb_repository_per_family_and_installs_from_i
     finally:
         host.ssh("apt-get -q -y purge timescaledb-2-postgresql-15 >/dev/null 2>&1; "
                  "rm -f /etc/apt/sources.list.d/timescaledb.list /etc/apt/keyrings/timescaledb.asc", check=False)
+
+
+UBUNTU_OS_RELEASE = ('PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\nVERSION="22.04.4 LTS (Jammy '
+                     'Jellyfish)"\nVERSION_CODENAME=jammy\nID=ubuntu\nID_LIKE=debian\n')
+
+
+def test_preflight_takes_the_values_of_the_family_the_host_reports(host: Host) -> None:
+    """The same staged preflight under Ubuntu 22.04's os-release (bind-mounted in a private mount
+    namespace of this Debian host: the Ubuntu archive is not reachable here) picks the ubuntu
+    values: Ubuntu's RT kernel is asked for, Debian's is not."""
+    env = dict(PREFLIGHT, HFT_REQUIRED_OS="Ubuntu 22.04")
+    files = {"packages.list": "any baseline.packages build-essential\n"
+                              "debian realtimeKernel.packages.debian linux-image-rt-amd64\n"
+                              "ubuntu realtimeKernel.packages.ubuntu linux-realtime\n"}
+    host.ssh("cat > /root/hft-os-release.ubuntu", stdin=UBUNTU_OS_RELEASE)
+    host.ssh("cat > /root/hft-staged-preflight.sh", stdin=host.staged("preflight.sh", env, files))
+    try:
+        proc = host.ssh("unshare -m sh -c 'mount --bind /root/hft-os-release.ubuntu /etc/os-release && "
+                        "sh /root/hft-staged-preflight.sh'", check=False)
+    finally:
+        host.ssh("rm -f /root/hft-staged-preflight.sh /root/hft-os-release.ubuntu")
+    res = Result(proc.returncode, proc.stdout, proc.stderr, 0)
+    assert res.rc == 1, res.text
+    report = _preflight_report(res)
+    checks = {c["check"]: c for c in report["checks"]}
+    assert report["family"] == "ubuntu" and checks["Runbook OS"]["status"] == "pass"
+    assert checks["OS"]["detail"] == "Ubuntu 22.04.4 LTS (family ubuntu)"
+    rt = checks["Package linux-realtime"]
+    assert rt["status"] == "fail" and rt["key"] == "realtimeKernel.packages.ubuntu"
+    assert "Ubuntu Pro (`pro enable realtime-kernel`)" in rt["detail"]
+    assert "linux-image-rt-amd64" not in res.out
+    assert host.out("cat /etc/os-release | grep ^ID=") == "ID=debian"   # the host itself is untouched
