@@ -16,8 +16,7 @@ from typing import Any, Optional, Sequence
 import pulumi
 import yaml
 
-from components.reader import (BOOL, HOSTNAME, IP, IDENT, ListOf, Rule, Section, integer, pattern, setting,
-                               text)
+from components.reader import BOOL, HOSTNAME, IP, IDENT, ListOf, Rule, Section, integer, pattern, setting
 from components.preflight import Preflight
 from components.remote import Step, connection
 

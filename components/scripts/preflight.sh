@@ -131,6 +131,8 @@ if [ -f "$HFT_PAYLOAD/packages.list" ] && [ -n "$family" ]; then
     done <"$HFT_PAYLOAD/repositories.list"
   fi
   apt_opts+=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list")
+  # seeded with the host's own lists (copies): an index that did not change is not downloaded again
+  find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock -exec cp -p -t "$apt_dir/lists/" {} + 2>/dev/null || true
   out=$(apt-get -q "${apt_opts[@]}" update 2>&1) || true
   unfetched=$(grep -E '^(Err:[0-9]+|[WE]: Failed to fetch) ' <<<"$out" | sed -E 's/^(Err:[0-9]+|[WE]: Failed to fetch) //' \
                 | awk '{print $1}' | sort -u || true)
