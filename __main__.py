@@ -6,6 +6,7 @@ preview, before any resource is registered.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,18 @@ def lab_inventory() -> dict:
     return json.loads(proc.stdout)
 
 
+# Exit code that tells the language host "the error was already shown: no more output"
+# (pulumi-language-python-exec's PYTHON_PROCESS_EXITED_AFTER_SHOWING_USER_ACTIONABLE_MESSAGE_CODE).
+BAIL = 32
+
+
+def _stopped_by_the_engine(signum, frame) -> None:
+    """When a step fails, the engine reports it and stops the program with SIGINT (its plugin
+    process group) while resources are still registering: Python's default KeyboardInterrupt
+    printed ~70 lines of gRPC traceback after the step's own error. Exit at once instead."""
+    os._exit(BAIL)
+
+
 def main() -> None:
     config = pulumi.Config("hft")
     try:
@@ -79,4 +92,5 @@ def main() -> None:
         pulumi.export(name, value)
 
 
+signal.signal(signal.SIGINT, _stopped_by_the_engine)
 main()
