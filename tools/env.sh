@@ -31,4 +31,6 @@ export PULUMI_BACKEND_URL="$backend"
 export HFT_LOCAL_STATE_URL="file://$state"
 ENV
 mkdir -p "$state" "$cache/pulumi-home"
+# a file:// backend must exist before Pulumi opens it ("unable to open state directory")
+case $backend in file://*) mkdir -p "${backend#file://}" ;; esac
 "$here/build-toolchain.sh" --install-plugins >&2
