@@ -87,7 +87,10 @@ def main() -> None:
         deployment = build(cfg, config.require_secret_object("exchangeKeys"), config.get_secret("sshPrivateKey"),
                            config.get_secret("dbPassword"))
     except ConfigError as err:
-        raise pulumi.RunError(str(err)) from None
+        # shown once, then the "already reported" exit: a RunError would add the language
+        # host's "an unhandled error occurred: Program exited with non-zero exit code: 1"
+        pulumi.log.error(str(err))
+        sys.exit(BAIL)
     for name, value in deployment.outputs.items():
         pulumi.export(name, value)
 
