@@ -274,8 +274,8 @@ wait_http() {
 }
 
 # pg_run SQL-ON-STDIN: psql as postgres over the local socket, stop on error, quiet. From /
-# (a subshell): postgres cannot enter root's working directory, and psql would say
-# `could not change directory to "/root"` on every call made from there.
+# (a subshell): postgres cannot enter root's working directory, and psql warns about that
+# on every call made from there.
 pg_run() {
   (cd / && runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@")
 }
