@@ -266,14 +266,19 @@ def test_a_version_bump_is_one_visible_line_in_preview_diff(walkthrough) -> None
 
 
 def test_a_failed_step_says_host_step_error_without_traceback(walkthrough) -> None:
-    """Last: leaves the stack with a failed update (the running release is untouched)."""
+    """A step that fails on the host while later resources are still registering (the engine
+    then stops the program): host, step and error, no traceback. Last: leaves a failed update
+    (the running release is untouched)."""
     user, _ = walkthrough
-    user.run("config", "set", "--path", "hft:release.blue.version", "v9.9.9")   # no such tag
+    doc = yaml.safe_load((user.project_dir / "Pulumi.staging.yaml").read_text())
+    packages = list(doc["config"].get("hft:baseline", {}).get("packages") or [])
+    if not packages:  # the runbook's list, from its defaults, plus one that no apt source has
+        packages = list(yaml.safe_load((REPO / "config" / "runbook.yaml").read_text())["baseline"]["packages"])
+    set_in_stack_file(user.project_dir, "hft:baseline.packages", packages + ["hft-no-such-package"])
     up = user.run("up", "--yes", "--skip-preview", timeout=1800, check=False)
     said = up.stdout + up.stderr
     assert up.returncode != 0
-    assert "Traceback" not in said, said[-6000:]
-    assert "app-blue-release" in said and "error:" in said, said[-6000:]
-    assert "v9.9.9" in said, said[-6000:]
+    assert "Traceback" not in said and "unhandled" not in said, said[-6000:]
+    assert HOST in said and "hft-no-such-package" in said and "error:" in said, said[-6000:]
     status = json.loads(on_host("curl -sf http://127.0.0.1:8080/api/v1/status").stdout)
     assert status["role"] == "primary"   # the previous release still runs
