@@ -78,7 +78,20 @@ def on_host(command: str, stdin: str = "", check: bool = True) -> subprocess.Com
 
 
 @pytest.fixture(scope="module")
-def repository() -> Iterator[str]:
+def fresh_host() -> Iterator[dict]:
+    """hft-asia-east-01 from nothing (also brings up the lab bridge the repository listens on)."""
+    lab("destroy", HOST, check=False)
+    t0 = time.monotonic()
+    lab("up", HOST, timeout=1500)
+    REPORT["lab up (s)"] = round(time.monotonic() - t0, 1)
+    try:
+        yield json.loads(lab("inventory").stdout)["hosts"][HOST]
+    finally:
+        lab("destroy", HOST, check=False)
+
+
+@pytest.fixture(scope="module")
+def repository(fresh_host) -> Iterator[str]:
     """The release repository a real user already has: here the workload's, served by a git
     daemon of this test on the lab bridge (a free port: other lab users have their own)."""
     tmp = Path(tempfile.mkdtemp(prefix="hft-walkthrough-repo-"))
@@ -157,14 +170,11 @@ def set_in_stack_file(project: Path, key: str, value: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def walkthrough(repository: str, tmp_path_factory) -> Iterator[tuple[User, list[subprocess.CompletedProcess[str]]]]:
-    lab("destroy", HOST, check=False)
-    t_host = time.monotonic()
-    lab("up", HOST, timeout=1500)
-    REPORT["lab up (s)"] = round(time.monotonic() - t_host, 1)
+def walkthrough(fresh_host: dict, repository: str,
+                tmp_path_factory) -> Iterator[tuple[User, list[subprocess.CompletedProcess[str]]]]:
     user = None
     try:
-        inv = json.loads(lab("inventory").stdout)["hosts"][HOST]
+        inv = fresh_host
         work = tmp_path_factory.mktemp("walkthrough")
         (work / "project").mkdir()
         project = project_copy(work / "project")
@@ -217,7 +227,6 @@ def walkthrough(repository: str, tmp_path_factory) -> Iterator[tuple[User, list[
         print("\nwalk-through:", json.dumps(REPORT))
         if user is not None:
             user.run("destroy", "--yes", "--skip-preview", timeout=1800, check=False)
-        lab("destroy", HOST, check=False)
 
 
 def test_the_readme_walkthrough_reaches_a_validated_service_in_two_ups(walkthrough) -> None:
