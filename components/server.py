@@ -3,12 +3,15 @@
 Nothing here runs before every host's preflight (``components/preflight.py``) has passed: the
 first change on any host waits for all of them. Then the hostname, a marked block of
 /etc/hosts naming every host of the stack, and, where the host has a ``network`` section,
-its static netplan file.
+its static netplan file, applied confirm-or-revert: the host restores its previous network by
+itself unless a new SSH connection (the ``<host>-network-confirm`` step) confirms the new one
+within ``NETPLAN_REVERT_SECONDS``.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -132,6 +135,22 @@ def render_netplan(host: Host) -> str:
     return "# Managed by hft-deploy (runbook 3.1 step 3).\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
+# How long a host waits, after `netplan apply`, for a new SSH connection to confirm the new
+# network before it restores its previous one by itself (components/scripts/server.sh).
+NETPLAN_REVERT_SECONDS = 120
+
+
+def netplan_confirm_step(host: Host) -> Step:
+    """The step that confirms a host's new network over a new connection (netplan_confirm.sh).
+
+    Its text carries the digest of the rendered file, so it runs again exactly when the file
+    the identity step applies changes."""
+    digest = hashlib.sha256(render_netplan(host).encode()).hexdigest()
+    return Step(f"{host.name}-network-confirm", "netplan_confirm.sh",
+                {"HFT_NETPLAN_SHA256": digest, "HFT_NETWORK_KEY": f"hft:hosts.{host.name}.network"},
+                lock="netplan")
+
+
 @dataclass
 class ServerArgs:
     host: Host
@@ -158,13 +177,18 @@ class Server(pulumi.ComponentResource):
         own = next(p for p in args.preflights if p.host.name == host.name)
         self.preflight_step = own.preflight_step
         files = {"hosts.block": "".join(f"{h.address} {h.name}\n" for h in args.all_hosts)}
+        env = {"HFT_HOSTNAME": host.name, "HFT_APPLY_NETWORK": "1" if host.network else "0"}
         if host.network:
             files["netplan.yaml"] = render_netplan(host)
-        self.identity_step = Step(f"{name}-identity", "server.sh", {
-            "HFT_HOSTNAME": host.name,
-            "HFT_APPLY_NETWORK": "1" if host.network else "0",
-        }, files)
+            env["HFT_NETPLAN_REVERT_SECONDS"] = str(NETPLAN_REVERT_SECONDS)
+        self.identity_step = Step(f"{name}-identity", "server.sh", env, files)
         self.ready = self.identity_step.create(self.connection, self,
                                                depends_on=[p.step for p in args.preflights])
+        self.network_confirm_step: Optional[Step] = None
+        if host.network:
+            # Confirm-or-revert: a command of its own is a new SSH connection, made after the
+            # identity step's apply finished; without it the host restores its old network.
+            self.network_confirm_step = netplan_confirm_step(host)
+            self.ready = self.network_confirm_step.create(self.connection, self, depends_on=[self.ready])
         self.preflight_report = own.report
         self.register_outputs({"address": host.address, "preflight": self.preflight_report})

@@ -295,9 +295,11 @@ wait_http() {
   done
 }
 
-# pg_run SQL-ON-STDIN: psql as postgres over the local socket, stop on error, quiet
+# pg_run SQL-ON-STDIN: psql as postgres over the local socket, stop on error, quiet. From /
+# (a subshell): postgres cannot enter root's working directory, and psql warns about that
+# on every call made from there.
 pg_run() {
-  runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+  (cd / && runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@")
 }
 
 write_pgpass() {
