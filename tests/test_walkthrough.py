@@ -56,8 +56,6 @@ LAB_CANNOT_SERVE = {
     "hft:database.extensions": ([], ("hft:database.extensions",)),
     "hft:monitoring.grafana": (False, ("hft:monitoring.grafana", "Grafana")),
 }
-# The README's step 5 shortens the runbook's 30-minute watch after the promotion for a trial.
-WATCH = ("hft:cutover.watchSeconds", "60")
 NOISE = ("Traceback (most recent call last)", "from $PATH", "could not change directory")
 pytestmark = pytest.mark.timeout(5400)
 REPORT: dict[str, object] = {}
@@ -198,8 +196,6 @@ def walkthrough(fresh_host: dict, repository: str,
             user.set_from_file(f"hft:exchangeKeys.{name}", f, use_path=True)
             set_keys[f"hft:exchangeKeys.{name}"] = "(secret)"
         set_keys["hft:sshPrivateKey"] = "(secret)"
-        user.run("config", "set", "--path", *WATCH)
-        set_keys[WATCH[0]] = WATCH[1]
         readme = readme_section()
         for key in set_keys:
             word = key.split(".")[0] if key.startswith("hft:exchangeKeys.") else key
