@@ -528,9 +528,45 @@ def test_raising_the_schema_again_reapplies_online(deployed) -> None:
     assert len(set(backup_files()) - set(files)) == 1                # backed up first
     assert pids() == before                                        # forward migrations run online
     assert cli.outputs()["migrations"]["change"]["direction"] == "up"
+
+
+def test_a_rollback_script_that_fails_restores_the_backup_and_the_apps_start_when_the_target_is_removed(
+        deployed) -> None:
+    """Down to 5 (the floor lowered for this): 007's rollback succeeds, 006's fails; the backup
+    taken first is restored, so the database is exactly as the stopped apps left it. Removing
+    the target starts them again."""
+    cli, _ = deployed
+    rollback_006 = cli.project_dir / "migrations" / "rollback" / "006_rollback.sql"
+    original = rollback_006.read_text()
+    rollback_006.write_text("SELECT 1 / 0;\n" + original)
+    cli.run("config", "set", "--path", "hft:database.minSchemaVersion", "5")
+    cli.run("config", "set", "--path", "hft:database.schemaVersion", "5")
+    try:
+        proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "division by zero" in out, out[-3000:]
+        assert "rolling the schema back to 5 failed (above); hft_db was restored from /var/backup/hft_db_" in out
+        assert schema_versions() == [1, 2, 3, 4, 5, 6, 7]       # 007's revert undone by the restore
+        assert sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'strategies' "
+                   "AND column_name = 'paper_since'") == "1"
+        for host in HOSTS:   # stopped for the rollback, and (documented) not started by a failed update
+            assert on_host("systemctl is-active hft_system", check=False, host=host).strip() != "active"
+    finally:
+        rollback_006.write_text(original)
+        cli.run("config", "rm", "--path", "hft:database.schemaVersion")
+        cli.run("config", "rm", "--path", "hft:database.minSchemaVersion")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    for host in HOSTS:
+        assert on_host("systemctl is-active hft_system", host=host).strip() == "active"
+    blue = status(BLUE_HOST)
+    assert blue["lease"]["held_by_me"] and blue["trading_active"], blue
+    assert schema_versions() == [1, 2, 3, 4, 5, 6, 7]
     cli.run("config", "set", "--path", "hft:service.allowPrimaryRestart", "false")
+    before = pids()
     cli.run("up", "--yes", "--skip-preview", timeout=1800)
     assert pids() == before
+    epochs_never_interleave()
+    positions_match_fills()
 
 
 def test_ops_restore_refuses_a_dump_newer_than_the_code_with_nothing_stopped(deployed) -> None:

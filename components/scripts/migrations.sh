@@ -150,7 +150,7 @@ SQL
   if out=$(engine_json down --to "$target"; printf '%s\n' "$doc"); then
     doc=$(tail -n 1 <<<"$out")
   else
-    printf '%s\n' "$out" | head -n -1
+    printf '%s\n' "$out"
     engine_json restore "$backup_file"
     die "rolling the schema back to $target failed (above); $HFT_DB_NAME was restored from $backup_file, as the stopped applications left it (schema $current)"
   fi
