@@ -88,12 +88,17 @@ class Migrations(pulumi.ComponentResource):
             args.server.connection, self, depends_on=[args.database.ready, *stops], secret=True)
         self.migrate = command
 
+        self.report = pulumi.Output.unsecret(report_from_stdout(command.stdout, "HFT_MIGRATIONS_REPORT"))
+        # After every run of the migrate step (its report's ran_at), not only when the target
+        # changes: a rollback that failed left the apps stopped with the start steps' state
+        # untouched, and the run that follows (the target removed) must start them.
+        ran_at = self.report.apply(lambda r: str(r.get("ran_at", "")))
         last: pulumi.Resource = command
         for app, server in apps:
             last = Step(f"{name}-schema-start-{app.color}", "schema_start.sh", {
                 "HFT_UNIT_NAME": UNIT, "HFT_HEALTH_URL": f"{app.api_url}/api/v1/health",
                 "HFT_PLACEMENT": app.name, "HFT_HEALTH_TIMEOUT": str(args.health_timeout_seconds),
-            }, lock=f"service-{UNIT}", rerun=f"schema target {target}").create(server.connection, self, depends_on=[last])
+            }, lock=f"service-{UNIT}", rerun=f"schema target {target}").create(
+                server.connection, self, depends_on=[last], triggers=[ran_at])
         self.ready = last
-        self.report = pulumi.Output.unsecret(report_from_stdout(command.stdout, "HFT_MIGRATIONS_REPORT"))
         self.register_outputs({"expected_version": self.expected_version, "report": self.report})

@@ -18,7 +18,8 @@
 # After each run, backups beyond retention are pruned: the newest HFT_BACKUP_KEEP always stay,
 # older ones go once HFT_BACKUP_KEEP_DAYS old (0: the count alone decides).
 # The last line printed is the engine's JSON document (`up`, `down`, or `status` when nothing
-# changed), with the change made (direction, from, to, backup), the target and what was pruned.
+# changed), with the change made (direction, from, to, backup), the target, what was pruned and
+# when it ran (`ran_at`: the schema_start steps run again after every run of this step).
 #
 # env:
 #   HFT_DB_HOST          default 127.0.0.1
@@ -180,4 +181,5 @@ fi
 
 python3 -I -c 'import json,sys
 d = json.loads(sys.argv[1]); d["change"] = json.loads(sys.argv[2]); d["pruned"] = json.loads(sys.argv[3]); d["target_version"] = int(sys.argv[4])
-print(json.dumps(d))' "$main" "$result" "$pruned" "$target"
+d["ran_at"] = sys.argv[5]
+print(json.dumps(d))' "$main" "$result" "$pruned" "$target" "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
