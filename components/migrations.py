@@ -21,6 +21,7 @@ The target may not go below ``hft:database.minSchemaVersion`` (preview refuses i
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -70,7 +71,7 @@ class Migrations(pulumi.ComponentResource):
         self.expected_version = target
         apps = sorted(args.apps, key=lambda a: a[0].role != "primary")   # the primary first
 
-        stops: list[pulumi.Resource] = []
+        stops: list = []
         for app, server in apps:
             stops.append(Step(f"{name}-schema-stop-{app.color}", "schema_stop.sh", {
                 "HFT_UNIT_NAME": UNIT, "HFT_API": app.api_url, "HFT_SCHEMA_TARGET": str(target),
@@ -89,16 +90,18 @@ class Migrations(pulumi.ComponentResource):
         self.migrate = command
 
         self.report = pulumi.Output.unsecret(report_from_stdout(command.stdout, "HFT_MIGRATIONS_REPORT"))
-        # After every run of the migrate step (its report's ran_at), not only when the target
-        # changes: a rollback that failed left the apps stopped with the start steps' state
-        # untouched, and the run that follows (the target removed) must start them.
-        ran_at = self.report.apply(lambda r: str(r.get("ran_at", "")))
+        # After any run of a stop step (its output, which names the time of a stop), not only when
+        # the target changes: a rollback that failed leaves the apps stopped and the state of the
+        # migrate and start steps as it was, so the update that follows with the target removed
+        # has nothing else to run; the stop steps do run then (their target changed back).
+        stopped = [pulumi.Output.from_input(s.stdout).apply(lambda t: hashlib.sha256((t or "").encode()).hexdigest()[:16])
+                   for s in stops]
         last: pulumi.Resource = command
         for app, server in apps:
             last = Step(f"{name}-schema-start-{app.color}", "schema_start.sh", {
                 "HFT_UNIT_NAME": UNIT, "HFT_HEALTH_URL": f"{app.api_url}/api/v1/health",
                 "HFT_PLACEMENT": app.name, "HFT_HEALTH_TIMEOUT": str(args.health_timeout_seconds),
             }, lock=f"service-{UNIT}", rerun=f"schema target {target}").create(
-                server.connection, self, depends_on=[last], triggers=[ran_at])
+                server.connection, self, depends_on=[last], triggers=stopped or None)
         self.ready = last
         self.register_outputs({"expected_version": self.expected_version, "report": self.report})

@@ -539,6 +539,7 @@ def test_a_rollback_script_that_fails_restores_the_backup_and_the_apps_start_whe
     rollback_006 = cli.project_dir / "migrations" / "rollback" / "006_rollback.sql"
     original = rollback_006.read_text()
     rollback_006.write_text("SELECT 1 / 0;\n" + original)
+    cli.run("config", "set", "--path", "hft:service.allowPrimaryRestart", "true")
     cli.run("config", "set", "--path", "hft:database.minSchemaVersion", "5")
     cli.run("config", "set", "--path", "hft:database.schemaVersion", "5")
     try:
@@ -555,9 +556,11 @@ def test_a_rollback_script_that_fails_restores_the_backup_and_the_apps_start_whe
         rollback_006.write_text(original)
         cli.run("config", "rm", "--path", "hft:database.schemaVersion")
         cli.run("config", "rm", "--path", "hft:database.minSchemaVersion")
-    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    up = cli.run("up", "--yes", "--skip-preview", timeout=1800)
     for host in HOSTS:
-        assert on_host("systemctl is-active hft_system", host=host).strip() == "active"
+        assert on_host("systemctl is-active hft_system", check=False, host=host).strip() == "active", (
+            host, on_host("ls -l /var/lib/hft-deploy/; cat /var/lib/hft-deploy/schema-stopped-* || true", host=host),
+            up.stdout[-6000:])
     blue = status(BLUE_HOST)
     assert blue["lease"]["held_by_me"] and blue["trading_active"], blue
     assert schema_versions() == [1, 2, 3, 4, 5, 6, 7]

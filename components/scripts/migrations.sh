@@ -19,7 +19,7 @@
 # older ones go once HFT_BACKUP_KEEP_DAYS old (0: the count alone decides).
 # The last line printed is the engine's JSON document (`up`, `down`, or `status` when nothing
 # changed), with the change made (direction, from, to, backup), the target, what was pruned and
-# when it ran (`ran_at`: the schema_start steps run again after every run of this step).
+# when it ran (`ran_at`).
 #
 # env:
 #   HFT_DB_HOST          default 127.0.0.1

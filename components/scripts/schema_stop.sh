@@ -48,4 +48,4 @@ fi
 rm -f -- "$marker"
 printf 'stopped_at=%s from=%s target=%s primary=%s\n' "$(date -u +%FT%TZ)" "${ver:-unknown}" "$target" "$held" >"$marker"
 systemctl stop "$unit" || die "systemctl stop $unit failed"
-changed "$unit ($HFT_PLACEMENT) stopped for the schema rollback ${ver:-?} -> $target (graceful: orders cancelled, lease released$([ "$held" = true ] && echo ', it was the trading primary'))"
+changed "$unit ($HFT_PLACEMENT) stopped for the schema rollback ${ver:-?} -> $target at $(date -u +%FT%T.%NZ) (graceful: orders cancelled, lease released$([ "$held" = true ] && echo ', it was the trading primary'))"
