@@ -76,7 +76,7 @@ class Migrations(pulumi.ComponentResource):
             stops.append(Step(f"{name}-schema-stop-{app.color}", "schema_stop.sh", {
                 "HFT_UNIT_NAME": UNIT, "HFT_API": app.api_url, "HFT_SCHEMA_TARGET": str(target),
                 "HFT_PLACEMENT": app.name, "HFT_ALLOW_PRIMARY_STOP": "1" if args.allow_primary_stop else "0",
-            }, lock=f"service-{UNIT}").create(server.connection, self, depends_on=stops[-1:]))
+            }, lock=f"service-{UNIT}").create(server.connection, self, depends_on=[server.ready, *stops[-1:]]))
 
         step = Step(f"{name}-migrate", "migrations.sh", {
             "HFT_DB_HOST": "127.0.0.1", "HFT_DB_PORT": "5432",
