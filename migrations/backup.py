@@ -163,8 +163,10 @@ def dump_schema_versions(source: Path, bin_dir: Path | None = None) -> list[int]
     if not source.is_file():
         raise BackupError(f"backup file {source} does not exist")
     tool = str(bin_dir / "pg_restore") if bin_dir else newest_tool("pg_restore")
+    # no connection is made: the child gets no PG* variable (no password) at all
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     proc = subprocess.run([tool, "--data-only", "--table=schema_version", "--file=-", str(source)],
-                          capture_output=True, text=True, check=False)
+                          env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BackupError(f"pg_restore cannot read {source} ({proc.returncode}): {proc.stderr.strip()}")
     versions: list[int] = []
