@@ -107,7 +107,9 @@ def build(cfg: StackConfig, exchange_keys: pulumi.Input[Mapping[str, str]],
     pg = PostgresServer(topo.db.name, PostgresServerArgs(db_server, cfg.postgres, topo.db_listen(), hba,
                                                          fleet.kernels[topo.db.name].ready))
     database = Database(cfg.database.name, DatabaseArgs(db_server, pg, cfg.database, db_password))
-    migrations = Migrations(cfg.database.name, MigrationsArgs(db_server, database))
+    migrations = Migrations(cfg.database.name, MigrationsArgs(
+        db_server, database, [(a, fleet.servers[a.host.name]) for a in topo.apps],
+        cfg.service.allow_primary_restart, cfg.service.health_timeout_seconds))
     api_token = random.RandomPassword("api-token", length=40, special=False).result
 
     services: dict[str, HftService] = {}

@@ -138,3 +138,81 @@ def _run(argv: list[str], env: dict[str, str], password: str | None) -> None:
         if password:
             err = err.replace(password, "***")
         raise BackupError(f"{Path(argv[0]).name} failed ({proc.returncode}): {err}")
+
+
+# ---- what a dump holds, the backups a directory holds, retention (runbook 5.2) ----------
+
+# The names ``backup`` writes: <db>_YYYYMMDD_HHMMSS[_N].dump. Listing and pruning look at these
+# only: no other file in the directory is ever reported or deleted.
+BACKUP_RE = re.compile(r"^(?P<db>[A-Za-z0-9_.-]+?)_(?P<ts>\d{8}_\d{6})(?:_\d+)?\.dump$")
+
+
+def newest_tool(name: str) -> str:
+    """The newest installed pg_restore (reading a dump needs a client at least as new as it)."""
+    found = sorted((int(d.name), d / "bin" / name) for d in PG_LIB.iterdir()
+                   if d.name.isdigit() and (d / "bin" / name).exists()) if PG_LIB.is_dir() else []
+    return str(found[-1][1]) if found else find_tool(name, 0)
+
+
+def dump_schema_versions(source: Path, bin_dir: Path | None = None) -> list[int]:
+    """The versions in the dump's schema_version table (empty: no such table, version 0).
+
+    Reads the dump with ``pg_restore --data-only --table=schema_version --file=-`` (no
+    database connection): the COPY block of that table, its ``version`` column.
+    """
+    if not source.is_file():
+        raise BackupError(f"backup file {source} does not exist")
+    tool = str(bin_dir / "pg_restore") if bin_dir else newest_tool("pg_restore")
+    # no connection is made: the child gets no PG* variable (no password) at all
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    proc = subprocess.run([tool, "--data-only", "--table=schema_version", "--file=-", str(source)],
+                          env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BackupError(f"pg_restore cannot read {source} ({proc.returncode}): {proc.stderr.strip()}")
+    versions: list[int] = []
+    column = None
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^COPY \S*schema_version \((?P<cols>[^)]*)\) FROM stdin;$", line)
+        if m:
+            column = [c.strip().strip('"') for c in m.group("cols").split(",")].index("version")
+            continue
+        if column is not None:
+            if line == "\\.":
+                break
+            versions.append(int(line.split("\t")[column]))
+    return sorted(versions)
+
+
+def list_backups(directory: Path, now: datetime | None = None) -> list[dict]:
+    """The backups in ``directory`` (the names ``backup`` writes), newest first: file, bytes,
+    created (UTC, from the name), age in seconds."""
+    now = now or datetime.now(timezone.utc)
+    out = []
+    if not directory.is_dir():
+        return out
+    for path in directory.iterdir():
+        m = BACKUP_RE.match(path.name)
+        if not m or not path.is_file() or path.is_symlink():
+            continue
+        created = datetime.strptime(m.group("ts"), "%Y%m%d_%H%M%S").replace(tzinfo=timezone.utc)
+        out.append({"file": path.name, "path": str(path), "bytes": path.stat().st_size,
+                    "created": created.isoformat(), "age_seconds": int((now - created).total_seconds())})
+    return sorted(out, key=lambda b: (b["created"], b["file"]), reverse=True)
+
+
+def prune(directory: Path, keep: int, max_age_days: int, now: datetime | None = None,
+          dry_run: bool = False) -> list[dict]:
+    """Delete backups beyond retention; returns the deleted ones.
+
+    Why both: the newest ``keep`` are never deleted, whatever their age (a stack that has not
+    migrated for months still has its last backups); of the others, those older than
+    ``max_age_days`` go (0: the count alone decides). ``keep`` is at least 1.
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1: the newest backup is never pruned")
+    backups = list_backups(directory, now)
+    doomed = [b for b in backups[keep:] if b["age_seconds"] >= max_age_days * 86400]
+    if not dry_run:
+        for b in doomed:
+            Path(b["path"]).unlink(missing_ok=True)
+    return doomed

@@ -17,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 from . import backup as bk
 from . import db
 from .engine import Engine, MigrationFailed, Status, StepResult, ValidationError
+from .files import MigrationFileError, discover
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VALIDATION = 0, 1, 2, 3
 EXIT_MIGRATION, EXIT_LOCK, EXIT_CONNECT, EXIT_BACKUP = 4, 5, 6, 7
@@ -30,7 +31,13 @@ verbs:
   verify              validate checksums, missing files, gaps, duplicates, rollback files
   baseline --version N  mark a database built by the runbook's psql loop as version N
   backup              pg_dump -Fc to BACKUP_DIR/<db>_YYYYMMDD_HHMMSS.dump (UTC)
-  restore FILE        pg_restore --clean --single-transaction FILE into the database
+  restore FILE        pg_restore --clean --single-transaction FILE into the database; refuses
+                      a dump whose schema_version is above the newest file here (newer than
+                      the code) or below --min-version, before touching the database
+  inspect FILE        the schema versions a dump holds, against this directory (no database)
+  backups             the backups in --backup-dir, newest first, with age and size; with
+                      --prune: delete those beyond --keep newest and older than --max-age-days
+                      (no database)
 
 connection: --dsn 'host=... dbname=... user=...' or libpq's PGHOST, PGPORT, PGUSER,
 PGDATABASE, PGPASSWORD, PGPASSFILE. A password inside --dsn is refused: it would be
@@ -78,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("restore")
     r.add_argument("file", type=Path)
     r.add_argument("--pg-bin-dir", type=Path, help="directory of pg_restore")
+    r.add_argument("--min-version", type=int, default=0,
+                   help="refuse a dump below this schema version (the oldest the deployed code runs on)")
+    i = sub.add_parser("inspect")
+    i.add_argument("file", type=Path)
+    i.add_argument("--pg-bin-dir", type=Path, help="directory of pg_restore")
+    ls = sub.add_parser("backups")
+    ls.add_argument("--backup-dir", type=Path, default=bk.DEFAULT_BACKUP_DIR)
+    ls.add_argument("--prune", action="store_true", help="delete the backups beyond retention")
+    ls.add_argument("--keep", type=int, default=10, help="the newest N are always kept (default 10)")
+    ls.add_argument("--max-age-days", type=int, default=7,
+                    help="of the others, delete those at least this old (default 7; 0: all of them)")
     return p
 
 
@@ -121,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args, engine, out, doc)
     except ValidationError as exc:
         return out.fail(doc, "validation", str(exc), EXIT_VALIDATION, exc.problems)
+    except MigrationFileError as exc:
+        return out.fail(doc, "validation", str(exc), EXIT_VALIDATION, [str(exc)])
     except MigrationFailed as exc:
         doc["applied" if args.verb == "up" else "reverted"] = [_step(s) for s in exc.done]
         doc["failed_version"] = exc.version
@@ -175,7 +195,66 @@ def _dispatch(args: argparse.Namespace, engine: Engine, out: Output, doc: dict[s
         engine.baseline(args.version)
         doc["current_version"] = args.version
         return out.finish(doc, EXIT_OK)
+    if verb == "backups":
+        if args.prune:
+            gone = bk.prune(args.backup_dir, args.keep, args.max_age_days)
+            doc["pruned"] = gone
+            for b in gone:
+                out.say(f"pruned {b['file']} ({_age(b['age_seconds'])} old, {_size(b['bytes'])})")
+            doc["retention"] = {"keep": args.keep, "max_age_days": args.max_age_days}
+        doc["backups"] = bk.list_backups(args.backup_dir)
+        for b in doc["backups"]:
+            out.say(f"{b['file']}  {_age(b['age_seconds'])} old  {_size(b['bytes'])}")
+        if not doc["backups"]:
+            out.say(f"no backups in {args.backup_dir}")
+        return out.finish(doc, EXIT_OK)
+    if verb in ("inspect", "restore"):
+        doc.update(_check_dump(args, engine, out))
+        if verb == "inspect":
+            return out.finish(doc, EXIT_OK)
     return _backup_verbs(args, engine, out, doc)
+
+
+def _check_dump(args: argparse.Namespace, engine: Engine, out: Output) -> dict[str, Any]:
+    """The dump's schema version against the files here; a restore refuses a dump the code
+    cannot run on (ValidationError, before any connection to the database)."""
+    versions = bk.dump_schema_versions(args.file, args.pg_bin_dir)
+    files = discover(engine.directory)
+    newest = files[-1].version if files else 0
+    dumped = max(versions, default=0)
+    info = {"file": str(args.file), "dump_version": dumped, "dump_versions": versions, "code_version": newest}
+    out.say(f"{args.file.name}: schema version {dumped}; the migrations here go up to {newest}")
+    if args.verb == "restore":
+        unknown = sorted(set(versions) - {f.version for f in files})
+        if dumped > newest or unknown:
+            raise ValidationError([f"{args.file.name} is newer than the code: its schema_version holds version(s) "
+                                   f"{', '.join(map(str, unknown))}, and the newest migration here is "
+                                   f"{newest:03d}; refusing to restore it (deploy the code that has those "
+                                   f"migrations first)"])
+        if dumped < args.min_version:
+            raise ValidationError([f"{args.file.name} holds schema version {dumped}, below {args.min_version}, "
+                                   f"the oldest the deployed code runs on; refusing to restore it"])
+    return info
+
+
+def _age(seconds: int) -> str:
+    """2d3h, 5h12m, 7m30s, 12s."""
+    d, rest = divmod(max(seconds, 0), 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    if d:
+        return f"{d}d{h}h"
+    if h:
+        return f"{h}h{m}m"
+    return f"{m}m{s}s" if m else f"{s}s"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def _backup_verbs(args: argparse.Namespace, engine: Engine, out: Output, doc: dict[str, Any]) -> int:

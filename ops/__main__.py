@@ -3,12 +3,16 @@
     python -m ops killswitch -s prod --reason "Critical bug"     # 5.1 step 2 on the live color
     python -m ops rollback   -s prod --reason "Critical bug"     # 5.1 steps 2-6 in one go
     python -m ops reconcile  -s prod                             # 5.1 step 5 alone
+    python -m ops backups    -s prod [--prune]                   # 5.2: backups with age and size
+    python -m ops restore NAME -s prod                           # 5.2: stop, restore, verify, start
 
 `rollback` switches the kill switch on the live color, records `hft:release.live` (the other
 color, which still runs the previous version) and the reason in the stack file, runs
 `pulumi up` (the cutover the other way: no build), reconciles the positions in the database
 against the fills the exchanges executed, and prints the rollback notice, which is also the
 stack's `cutover` output. Exit 0 when all of it succeeded, 1 with the reason otherwise.
+`backups` and `restore`: see ops/db.py (restore refuses, before stopping anything, a backup
+newer than the deployed code or one the releases cannot run on).
 Run it with the environment of `make env` and the stack's passphrase, from the repository.
 """
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import sys
 import time
 
-from ops import hosts
+from ops import db, hosts
 from pathlib import Path
 
 from ops.stack import PROJECT, OpsStack
@@ -114,11 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ops", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="verb", required=True)
-    for verb in ("killswitch", "rollback", "reconcile"):
+    for verb in ("killswitch", "rollback", "reconcile", "backups", "restore"):
         v = sub.add_parser(verb)
+        if verb == "restore":
+            v.add_argument("name", help="a backup file name in hft:database.backupDir (see `ops backups`)")
+        if verb == "backups":
+            v.add_argument("--prune", action="store_true",
+                           help="delete the backups beyond hft:database.backupRetentionCount/Days first")
         v.add_argument("-s", "--stack", required=True)
         v.add_argument("--cwd", type=Path, default=PROJECT, help="the project directory (default: this repository)")
-        if verb != "reconcile":
+        if verb in ("killswitch", "rollback"):
             v.add_argument("--reason", required=True)
     args = p.parse_args(argv)
     ops = OpsStack.select(args.stack, args.cwd)
@@ -127,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.verb == "reconcile":
         return 1 if reconcile(ops) else 0
+    if args.verb == "backups":
+        db.backups(ops.config(), args.prune)
+        return 0
+    if args.verb == "restore":
+        db.restore(ops.config(), args.name)
+        return 0
     return rollback(ops, args.reason)
 
 

@@ -437,6 +437,213 @@ def test_a_release_that_never_becomes_healthy_leaves_the_previous_one_running(de
     cli.run("up", "--yes", "--skip-preview", timeout=1800)
 
 
+# ---- database rollback, restore, backups (runbook 5.2, 6) ------------------------------------
+
+BACKUPS: dict[str, str] = {}
+
+
+def backup_files() -> list[str]:
+    return sorted(on_host("ls /var/backup").split())
+
+
+def schema_versions() -> list[int]:
+    return [int(v) for v in sql("SELECT version FROM schema_version ORDER BY 1").split()]
+
+
+def pids() -> dict[str, str]:
+    return {h: service_pid(h) for h in HOSTS}
+
+
+def ops(cli, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(REPO / "venv" / "bin" / "python"), "-m", "ops", *args, "-s", "lab",
+                           "--cwd", str(cli.project_dir)],
+                          cwd=REPO, env=cli.env(), capture_output=True, text=True, timeout=1800)
+    cli.transcript.append(proc.stdout + proc.stderr)
+    return proc
+
+
+def test_a_schema_target_the_releases_cannot_run_on_fails_at_preview(deployed) -> None:
+    cli, _ = deployed
+    before = logins()
+    cli.run("config", "set", "--path", "hft:database.schemaVersion", "3")
+    try:
+        proc = cli.run("preview", check=False)
+        assert proc.returncode != 0
+        assert ("hft:database.schemaVersion = 3: expected a migration version from 6 to 7 (the deployed releases "
+                "need at least 6") in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    finally:
+        cli.run("config", "rm", "--path", "hft:database.schemaVersion")
+    no_new_session(before)
+
+
+def test_lowering_the_schema_does_not_stop_the_trading_primary_without_consent(deployed) -> None:
+    cli, _ = deployed
+    before, files = pids(), backup_files()
+    cli.run("config", "set", "--path", "hft:database.schemaVersion", "6")
+    proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+    assert proc.returncode != 0
+    assert "holds the trading lease (the trading primary)" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    assert "hft:service.allowPrimaryRestart" in proc.stdout + proc.stderr
+    assert pids() == before and status(BLUE_HOST)["trading_active"] is True
+    assert schema_versions() == [1, 2, 3, 4, 5, 6, 7] and backup_files() == files
+
+
+def test_lowering_the_schema_runs_the_rollback_after_a_backup_with_the_apps_stopped(deployed) -> None:
+    """Runbook 5.2 with the rollback script: stop (the primary too, allowed here), backup,
+    rollback/007, start; the apps run again on schema 6 and validate against it."""
+    cli, _ = deployed
+    before, files = pids(), backup_files()
+    cli.run("config", "set", "--path", "hft:service.allowPrimaryRestart", "true")   # schemaVersion 6 still set
+    t0 = time.monotonic()
+    up = cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    TIMINGS["schema rollback 7 -> 6"] = time.monotonic() - t0
+    new = sorted(set(backup_files()) - set(files))
+    assert len(new) == 1, (files, backup_files())
+    BACKUPS["before rollback"] = new[0]
+    assert schema_versions() == [1, 2, 3, 4, 5, 6]
+    assert sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'strategies' "
+               "AND column_name = 'paper_since'") == "0"
+    report = cli.outputs()["migrations"]
+    assert report["change"]["direction"] == "down" and report["change"]["from"] == 7 and report["change"]["to"] == 6
+    assert report["change"]["backup"] == f"/var/backup/{new[0]}"
+    after = pids()
+    assert all(after[h] != before[h] and after[h] != "0" for h in HOSTS), (before, after)   # stopped, started again
+    for host in HOSTS:
+        assert on_host("systemctl is-active hft_system", host=host).strip() == "active"
+        assert status(host)["database"]["schema_version"] == 6
+    blue = status(BLUE_HOST)
+    assert blue["lease"]["held_by_me"] and blue["trading_active"], blue
+    assert not status(GREEN_HOST)["lease"]["held_by_me"]
+    assert all(v["status"] == "SUCCESS" for v in cli.outputs()["validation"].values())
+    assert "stopped for the schema rollback 7 -> 6" in up.stdout or "output not streamed" in up.stdout
+    epochs_never_interleave()
+
+
+def test_raising_the_schema_again_reapplies_online(deployed) -> None:
+    cli, _ = deployed
+    before, files = pids(), backup_files()
+    cli.run("config", "rm", "--path", "hft:database.schemaVersion")
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    assert schema_versions() == [1, 2, 3, 4, 5, 6, 7]
+    assert sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'strategies' "
+               "AND column_name = 'paper_since'") == "1"
+    assert len(set(backup_files()) - set(files)) == 1                # backed up first
+    assert pids() == before                                        # forward migrations run online
+    assert cli.outputs()["migrations"]["change"]["direction"] == "up"
+
+
+def test_a_rollback_script_that_fails_restores_the_backup_and_the_apps_start_when_the_target_is_removed(
+        deployed) -> None:
+    """Down to 5 (the floor lowered for this): 007's rollback succeeds, 006's fails; the backup
+    taken first is restored, so the database is exactly as the stopped apps left it. Removing
+    the target starts them again."""
+    cli, _ = deployed
+    rollback_006 = cli.project_dir / "migrations" / "rollback" / "006_rollback.sql"
+    original = rollback_006.read_text()
+    rollback_006.write_text("SELECT 1 / 0;\n" + original)
+    cli.run("config", "set", "--path", "hft:service.allowPrimaryRestart", "true")
+    cli.run("config", "set", "--path", "hft:database.minSchemaVersion", "5")
+    cli.run("config", "set", "--path", "hft:database.schemaVersion", "5")
+    try:
+        proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "division by zero" in out, out[-3000:]
+        assert "rolling the schema back to 5 failed (above); hft_db was restored from /var/backup/hft_db_" in out
+        assert schema_versions() == [1, 2, 3, 4, 5, 6, 7]       # 007's revert undone by the restore
+        assert sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'strategies' "
+                   "AND column_name = 'paper_since'") == "1"
+        for host in HOSTS:   # stopped for the rollback, and (documented) not started by a failed update
+            assert on_host("systemctl is-active hft_system", check=False, host=host).strip() != "active"
+    finally:
+        rollback_006.write_text(original)
+        cli.run("config", "rm", "--path", "hft:database.schemaVersion")
+        cli.run("config", "rm", "--path", "hft:database.minSchemaVersion")
+    up = cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    for host in HOSTS:
+        assert on_host("systemctl is-active hft_system", check=False, host=host).strip() == "active", (
+            host, on_host("ls -l /var/lib/hft-deploy/; cat /var/lib/hft-deploy/schema-stopped-* || true", host=host),
+            up.stdout[-6000:])
+    blue = status(BLUE_HOST)
+    assert blue["lease"]["held_by_me"] and blue["trading_active"], blue
+    assert schema_versions() == [1, 2, 3, 4, 5, 6, 7]
+    cli.run("config", "set", "--path", "hft:service.allowPrimaryRestart", "false")
+    before = pids()
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    assert pids() == before
+    epochs_never_interleave()
+    positions_match_fills()
+
+
+def test_ops_restore_refuses_a_dump_newer_than_the_code_with_nothing_stopped(deployed) -> None:
+    cli, _ = deployed
+    # a dump whose schema_version holds version 8, which the deployed migrations do not have
+    on_host("cd /tmp && runuser -u postgres -- createdb hft_future && "
+            "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d hft_future -c \"CREATE TABLE schema_version "
+            "(version int PRIMARY KEY, description text); INSERT INTO schema_version SELECT g, 'v' || g "
+            "FROM generate_series(1, 8) g\" && runuser -u postgres -- pg_dump -Fc -d hft_future -f /tmp/future.dump && "
+            "runuser -u postgres -- dropdb hft_future && install -o root -g root -m 600 /tmp/future.dump "
+            "/var/backup/hft_db_20200101_000000.dump && rm -f /tmp/future.dump")
+    before, marker = pids(), sql("SELECT count(*) FROM orders")
+    proc = ops(cli, "restore", "hft_db_20200101_000000.dump")
+    assert proc.returncode != 0
+    assert ("refusing to restore hft_db_20200101_000000.dump: it is newer than the code. Its schema_version holds "
+            "version(s) 8; the migrations deployed on hft-staging-01 go up to 007. Nothing was stopped.") \
+        in proc.stderr, proc.stdout + proc.stderr
+    assert pids() == before and status(BLUE_HOST)["trading_active"] is True
+    assert schema_versions() == [1, 2, 3, 4, 5, 6, 7]
+    assert int(sql("SELECT count(*) FROM orders")) >= int(marker)      # nothing restored
+    refused = ops(cli, "restore", "../../etc/shadow")
+    assert refused.returncode != 0 and "expected a file name in hft:database.backupDir" in refused.stderr
+
+
+def test_ops_restore_of_a_named_backup_end_to_end(deployed) -> None:
+    """Runbook 5.2 with a backup: stop, restore the dump taken before the rollback, verify the
+    schema against the migrations, start; what was written after the dump is gone."""
+    cli, _ = deployed
+    name = BACKUPS["before rollback"]
+    sql("INSERT INTO strategies (id, name) VALUES ('written_after_the_dump', 'gone after the restore')")
+    before, files = pids(), backup_files()
+    t0 = time.monotonic()
+    proc = ops(cli, "restore", name)
+    TIMINGS["ops restore"] = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"{name}: schema version 7; the deployed migrations go up to 7" in proc.stdout
+    assert "schema version 7: verified against the migrations (checksums match, 0 pending)" in proc.stdout
+    assert "RESTORE DONE" in proc.stdout and "app:blue, app:green running again" in proc.stdout, proc.stdout
+    assert sql("SELECT count(*) FROM strategies WHERE id = 'written_after_the_dump'") == "0"
+    assert schema_versions() == [1, 2, 3, 4, 5, 6, 7]
+    assert len(set(backup_files()) - set(files)) == 1                # the way back, taken first
+    after = pids()
+    assert all(after[h] != before[h] for h in HOSTS), (before, after)
+    blue = status(BLUE_HOST)
+    assert blue["lease"]["held_by_me"] and blue["trading_active"], blue
+    assert status(GREEN_HOST)["role"] == "standby"
+    epochs_never_interleave()
+    positions_match_fills()
+
+
+def test_ops_backups_lists_age_and_size_and_prunes_by_retention(deployed) -> None:
+    cli, _ = deployed
+    files = backup_files()
+    assert len(files) >= 5, files
+    listed = ops(cli, "backups")
+    assert listed.returncode == 0, listed.stderr
+    lines = [line.split() for line in listed.stdout.splitlines() if line.startswith("  hft_db_")]
+    assert sorted(parts[0] for parts in lines) == files
+    assert all(parts[1] == "age" and parts[3] == "size" for parts in lines), lines
+    # the 2020 one is the oldest, and said so
+    assert lines[-1][0] == "hft_db_20200101_000000.dump" and lines[-1][2].endswith("h"), lines
+    cli.run("config", "set", "--path", "hft:database.backupRetentionCount", "2")
+    cli.run("config", "set", "--path", "hft:database.backupRetentionDays", "0")
+    pruned = ops(cli, "backups", "--prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert backup_files() == sorted(parts[0] for parts in lines[:2])
+    assert pruned.stdout.count("pruned hft_db_") == len(files) - 2
+    # the deploy prunes by the same retention after its backups: nothing left to prune now
+    cli.run("up", "--yes", "--skip-preview", timeout=1800)
+    assert len(backup_files()) == 2
+
+
 def test_moving_green_stops_it_on_the_old_host_first(deployed) -> None:
     cli, _ = deployed
     stack_file = cli.project_dir / "Pulumi.lab.yaml"

@@ -478,3 +478,72 @@ def test_ddl_behind_a_trading_lock_gives_up_within_lock_timeout(db: Db) -> None:
     assert nxt not in db.versions()
     assert "note" not in {r[0] for r in db.query(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'")}
+
+
+# -- what a dump holds, restores the code cannot run on, listing and retention (runbook 5.2) --
+
+def test_restore_refuses_a_dump_newer_than_the_code_before_touching_the_database(db: Db) -> None:
+    newer = db.mig_copy()
+    (newer / f"{NEXT:03d}_future.sql").write_text("CREATE TABLE future_thing (id int);\n")
+    (newer / "rollback" / f"{NEXT:03d}_rollback.sql").write_text("DROP TABLE future_thing;\n")
+    assert db.cli("up", mig_dir=newer).returncode == 0
+    dump = Path(js(db.cli("--json", "backup", "--backup-dir", str(db.tmp / "bk")))["file"])
+    assert db.cli("down", "--to", str(LATEST), mig_dir=newer).returncode == 0
+    db.query("INSERT INTO strategies (id, name) VALUES ('after_dump', 'kept')")
+    seen = js(db.cli("--json", "inspect", str(dump)))
+    assert (seen["dump_version"], seen["code_version"]) == (NEXT, LATEST)
+    assert seen["dump_versions"] == [*VERSIONS, NEXT]
+    refused = db.cli("--json", "restore", str(dump))
+    assert refused.returncode == 3, refused.stdout
+    assert f"newer than the code: its schema_version holds version(s) {NEXT}" in js(refused)["error"]["message"]
+    # nothing restored: the row written after the dump is still there, the schema is the code's
+    assert db.query("SELECT name FROM strategies WHERE id = 'after_dump'") == [("kept",)]
+    assert db.versions() == VERSIONS and "future_thing" not in db.tables()
+    # the code that has the migration restores it
+    assert db.cli("restore", str(dump), mig_dir=newer).returncode == 0
+    assert "future_thing" in db.tables() and db.versions() == [*VERSIONS, NEXT]
+
+
+def test_restore_refuses_a_dump_below_the_oldest_schema_the_code_runs_on(db: Db) -> None:
+    assert db.cli("up", "--to", "3").returncode == 0
+    dump = Path(js(db.cli("--json", "backup", "--backup-dir", str(db.tmp / "bk")))["file"])
+    assert db.cli("up").returncode == 0
+    refused = db.cli("--json", "restore", str(dump), "--min-version", "6")
+    assert refused.returncode == 3
+    assert "holds schema version 3, below 6" in js(refused)["error"]["message"]
+    assert db.versions() == VERSIONS
+    empty = Path(js(db.cli("--json", "backup", "--backup-dir", str(db.tmp / "bk2")))["file"])
+    assert js(db.cli("--json", "inspect", str(empty)))["dump_version"] == LATEST
+
+
+def test_backups_listed_newest_first_and_pruned_by_count_and_age(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+    now = datetime.now(timezone.utc)
+    made = {}
+    for days, size in ((0, 10), (1, 20), (3, 30), (10, 40), (20, 50)):
+        name = f"hft_db_{now - timedelta(days=days, minutes=1):%Y%m%d_%H%M%S}.dump"
+        (tmp_path / name).write_bytes(b"x" * size)
+        made[days] = name
+    (tmp_path / "notes.txt").write_text("not a backup")
+    (tmp_path / "hft_db_20250101_000000.dump.partial").write_text("an interrupted dump")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "migrations", "--json", "backups", "--backup-dir",
+                               str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    listed = js(run())["backups"]
+    assert [b["file"] for b in listed] == [made[d] for d in (0, 1, 3, 10, 20)]
+    assert [b["bytes"] for b in listed] == [10, 20, 30, 40, 50]
+    assert 86400 <= listed[1]["age_seconds"] < 86400 + 300
+    human = subprocess.run([sys.executable, "-m", "migrations", "backups", "--backup-dir", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert f"{made[1]}  1d0h old  20 B" in human
+    # keep the newest 2 whatever their age; of the others, those at least 5 days old go
+    pruned = js(run("--prune", "--keep", "2", "--max-age-days", "5"))
+    assert [b["file"] for b in pruned["pruned"]] == [made[10], made[20]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [made[0], made[1], made[3], "notes.txt", "hft_db_20250101_000000.dump.partial"])
+    # age 0: the count alone decides; keep 0 is refused (the newest backup is never pruned)
+    assert [b["file"] for b in js(run("--prune", "--keep", "1", "--max-age-days", "0"))["pruned"]] == [made[1], made[3]]
+    assert run("--prune", "--keep", "0").returncode == 1
+    assert [b["file"] for b in js(run())["backups"]] == [made[0]]
