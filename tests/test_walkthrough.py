@@ -49,12 +49,12 @@ HOST = "hft-asia-east-01"
 COMMITTED_HOST = "hft-staging-01"
 EXCHANGE_KEYS = ("BINANCE_API_KEY", "BINANCE_API_SECRET", "COINBASE_API_KEY", "COINBASE_API_SECRET")
 # What the lab cannot serve: the key, the value that turns it off, and the words by which a
-# failure names it (the key itself, or the product a message says to turn off). Each is
-# applied only when the first failed `up` named it.
+# failure names it (the key, with or without the `hft:` namespace, or the product a message says
+# to turn off). Each is applied only when the first failed `up` named it.
 LAB_CANNOT_SERVE = {
-    "hft:postgres.timescaledb": (False, ("hft:postgres.timescaledb", "TimescaleDB")),
-    "hft:database.extensions": ([], ("hft:database.extensions",)),
-    "hft:monitoring.grafana": (False, ("hft:monitoring.grafana", "Grafana")),
+    "hft:postgres.timescaledb": (False, ("postgres.timescaledb", "TimescaleDB")),
+    "hft:database.extensions": ([], ("database.extensions",)),
+    "hft:monitoring.grafana": (False, ("monitoring.grafana", "Grafana")),
 }
 NOISE = ("Traceback (most recent call last)", "from $PATH", "could not change directory")
 pytestmark = pytest.mark.timeout(5400)
