@@ -109,8 +109,9 @@ _WRAPPER_PRE = r"""_hft_die() { printf 'error: %s: %s\n' "$_hft_step" "$*" >&2; 
 command -v flock >/dev/null 2>&1 || _hft_die "flock (util-linux) not found"
 _hft_dir() {
   if [ -L "$1" ] || { [ -e "$1" ] && [ ! -d "$1" ]; }; then _hft_die "$1 is a symlink or not a directory: refusing to use it"; fi
-  [ -d "$1" ] || mkdir -m "$2" "$1"
-  [ "$(stat -c %u "$1")" = 0 ] || _hft_die "$1 is not owned by root"
+  # two steps starting at once on a fresh host both try: the loser's mkdir fails, the dir is there
+  [ -d "$1" ] || mkdir -m "$2" "$1" 2>/dev/null || [ -d "$1" ] || _hft_die "cannot create $1"
+  { [ ! -L "$1" ] && [ "$(stat -c %u "$1")" = 0 ]; } || _hft_die "$1 is not owned by root"
   chmod "$2" "$1"
 }
 _hft_rootfile() {
@@ -121,7 +122,7 @@ _hft_rootfile() {
 _hft_dir /var/lib/hft-deploy 755
 _hft_dir /var/lib/hft-deploy/applied 700
 _hft_dir /run/hft-deploy 700
-[ -d /run/lock ] || mkdir -m 755 /run/lock
+[ -d /run/lock ] || mkdir -m 755 /run/lock 2>/dev/null || [ -d /run/lock ] || _hft_die "cannot create /run/lock"
 _hft_lockf=/run/lock/hft-deploy-$_hft_lock.lock
 _hft_holder=/run/lock/hft-deploy-$_hft_lock.holder
 _hft_holder_text() {
