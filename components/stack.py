@@ -57,7 +57,8 @@ class Fleet:
             server = Server(n, ServerArgs(host, cfg.hosts, cfg.preflight, private_key_for(host, shared_key)))
             child = pulumi.ResourceOptions(parent=server)
             baseline = HostBaseline(n, HostBaselineArgs(server, cfg.baseline), opts=child)
-            kernel = RealtimeKernel(n, RealtimeKernelArgs(server, cfg.realtime_kernel, baseline.ready), opts=child)
+            kernel = RealtimeKernel(n, RealtimeKernelArgs(server, cfg.realtime_kernel, baseline.ready,
+                                                            quiesce=baseline.after_all), opts=child)
             exporter = NodeExporter(n, NodeExporterArgs(server, cfg.monitoring.node_exporter_package,
                                                         cfg.monitoring.node_exporter_port, kernel.ready), opts=child)
             self.servers[n], self.baselines[n], self.kernels[n], self.exporters[n] = server, baseline, kernel, exporter

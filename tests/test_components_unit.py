@@ -141,7 +141,7 @@ def test_lab_container_hosts_skip_kernel_steps_and_pin_host_keys(tmp_path) -> No
 def test_prod_applies_kernel_steps_and_the_network(tmp_path) -> None:
     mocks, d = run_stack("prod", tmp_path)
     cmds = commands(mocks)
-    assert "hft-prod-01-install" in cmds and "hft-prod-01-verify" in cmds
+    assert {f"hft-prod-01-rt-kernel-{s}" for s in ("install", "reboot", "verify")} <= set(cmds)
     identity = d.fleet.servers["hft-prod-01"].identity_step
     assert identity.env["HFT_APPLY_NETWORK"] == "1" and "- 10.0.0.10/24" in identity.files["netplan.yaml"]
 
