@@ -15,7 +15,8 @@ Four children, each named so that `pulumi preview` says what will happen to whic
 
 The reboot waits for every other step of the host's own layer (``quiesce``): nothing of
 this ``up`` is running there when it goes down, and everything placed on the host waits
-for the verify step.
+for the verify step. On the host of the trading primary (``guard_unit``) a reboot is
+refused while the service runs: cut over first.
 
 A container host shares this machine's kernel, so there the component creates no command
 at all and its ``status`` output says "skipped: container host".
@@ -63,6 +64,9 @@ class RealtimeKernelArgs:
     """The step the install waits for (the host's packages)."""
     quiesce: Sequence[pulumi.Resource] = field(default_factory=list)
     """The host's other steps: the reboot waits until they are done."""
+    guard_unit: str = ""
+    """A unit that must not be running when the host reboots (the trading primary's service):
+    while it is active a needed reboot fails the step instead."""
 
 
 def await_reboot_command(name: str, server: Server, wait_seconds: int, report: pulumi.Output[dict],
@@ -113,8 +117,10 @@ class RealtimeKernel(pulumi.ComponentResource):
             install_step = Step(f"{name}-rt-kernel-install", "realtime_kernel.sh", env)
             install = install_step.create(conn, self, depends_on=[args.after])
             # Runs again exactly when the install's text does (new packages or pattern).
-            reboot_step = Step(f"{name}-rt-kernel-reboot", "realtime_kernel_reboot.sh",
-                               {"HFT_RT_PATTERN": k.uname_pattern},
+            reboot_env = {"HFT_RT_PATTERN": k.uname_pattern}
+            if args.guard_unit:
+                reboot_env["HFT_RT_REBOOT_GUARD"] = args.guard_unit
+            reboot_step = Step(f"{name}-rt-kernel-reboot", "realtime_kernel_reboot.sh", reboot_env,
                                rerun=f"after {install_step.name} {install_step.fingerprint[:16]}")
             self.reboot_after = [install, *args.quiesce]
             reboot = reboot_step.create(conn, self, depends_on=self.reboot_after)

@@ -28,7 +28,10 @@ def test_the_reboot_is_a_resource_of_its_own_named_for_preview(tmp_path) -> None
     kernel = d.fleet.kernels[HOST]
     assert set(kernel.steps) == {f"{HOST}-rt-kernel-{s}" for s in ("install", "reboot", "verify")}
     assert kernel.steps[f"{HOST}-rt-kernel-reboot"].script == "realtime_kernel_reboot.sh"
-    assert kernel.steps[f"{HOST}-rt-kernel-reboot"].env == {"HFT_RT_PATTERN": "-rt"}
+    # hft-prod-01 carries the live color: a reboot there is refused while hft_system runs.
+    assert kernel.steps[f"{HOST}-rt-kernel-reboot"].env == {"HFT_RT_PATTERN": "-rt",
+                                                            "HFT_RT_REBOOT_GUARD": "hft_system"}
+    assert d.fleet.kernels["hft-prod-02"].steps["hft-prod-02-rt-kernel-reboot"].env == {"HFT_RT_PATTERN": "-rt"}
     # The install script no longer reboots: only the step named "reboot" does.
     assert "reboot" not in read_script("realtime_kernel.sh").split("set -euo pipefail", 1)[1]
     wait = locals_(mocks)[f"{HOST}-rt-kernel-reboot-wait"]
@@ -146,3 +149,10 @@ def test_a_host_that_goes_down_and_comes_back_is_waited_for() -> None:
     assert lines[1].startswith(f"ok: {HOST} answers SSH again ") and lines[1].endswith(
         "after the reboot into 6.1.0-56-rt-amd64"), lines
     assert 7 <= result["took"] < 20, result["took"]
+
+
+def test_allow_primary_restart_lifts_the_reboot_guard(tmp_path) -> None:
+    values = stack_values("prod")
+    values["service"] = {**values.get("service", {}), "allowPrimaryRestart": True}
+    _, d = run_stack("prod", tmp_path, values)
+    assert d.fleet.kernels[HOST].steps[f"{HOST}-rt-kernel-reboot"].env == {"HFT_RT_PATTERN": "-rt"}

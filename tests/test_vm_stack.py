@@ -240,6 +240,20 @@ def test_the_runbooks_sysctl_file_is_refused_by_the_kernel(stack) -> None:
     assert read_back(lab, ["vm.swappiness"]) == {"vm.swappiness": "60"}
 
 
+def test_a_reboot_is_refused_while_the_guarded_service_runs(stack) -> None:
+    """Script level, on the same VM: the reboot step on the trading primary's host (its service
+    given as the guard) fails instead of rebooting while that unit is active."""
+    _, lab = stack
+    boot_id = lab.out("cat /proc/sys/kernel/random/boot_id")
+    generic = lab.out("ls /boot | sed -n 's/^vmlinuz-\\(.*-amd64\\)$/\\1/p' | grep -v -- -rt-")
+    env = {"HFT_RT_PATTERN": "^" + generic.replace(".", "\\.") + "$", "HFT_RT_REBOOT_GUARD": "ssh"}
+    res = lab.ssh(script_command("realtime_kernel_reboot.sh", env, step="lab-guarded-reboot"), timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"not rebooting into {generic}" in res.stderr and "carries the trading primary" in res.stderr, res.stderr
+    time.sleep(10)  # a reboot would have started 5 s after the step
+    assert lab.out("cat /proc/sys/kernel/random/boot_id") == boot_id
+
+
 def test_a_host_that_does_not_come_back_fails_the_up_naming_it(stack) -> None:
     """The wait, re-run (`--replace`) against the VM stopped: the update fails within the
     configured wait with the host's name and what to check, and no Python traceback."""

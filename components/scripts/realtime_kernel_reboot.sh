@@ -7,7 +7,9 @@
 # ("boot_id": the boot that was running, so the verify step can tell a new boot from it).
 #
 # env:
-#   HFT_RT_PATTERN  extended regex matched against `uname -r`, e.g. "-rt" (required)
+#   HFT_RT_PATTERN       extended regex matched against `uname -r`, e.g. "-rt" (required)
+#   HFT_RT_REBOOT_GUARD  a unit (the trading primary's service) that, while active, makes a
+#                        needed reboot fail instead (the host keeps running, and trading)
 # payload: lib.sh
 # stdin: not read.
 set -euo pipefail
@@ -30,6 +32,9 @@ if [ "$newest" = "$release" ]; then
   ok "running $release, the newest installed kernel matching $HFT_RT_PATTERN: no reboot"
   report false "$release"
   exit 0
+fi
+if [ -n "${HFT_RT_REBOOT_GUARD:-}" ] && systemctl is-active --quiet "$HFT_RT_REBOOT_GUARD"; then
+  die "not rebooting into $newest (running $release): $HFT_RT_REBOOT_GUARD is active and this host carries the trading primary; cut over first (hft:release.live to the other color), or set hft:service.allowPrimaryRestart to accept the outage"
 fi
 if command -v systemd-run >/dev/null && systemd-run --quiet --on-active=5 systemctl reboot; then
   :
