@@ -6,6 +6,7 @@ preview, before any resource is registered.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,18 @@ def lab_inventory() -> dict:
     return json.loads(proc.stdout)
 
 
+# Exit code that tells the language host "the error was already shown: no more output"
+# (pulumi-language-python-exec's PYTHON_PROCESS_EXITED_AFTER_SHOWING_USER_ACTIONABLE_MESSAGE_CODE).
+BAIL = 32
+
+
+def _stopped_by_the_engine(signum, frame) -> None:
+    """When a step fails, the engine reports it and stops the program with SIGINT (its plugin
+    process group) while resources are still registering: Python's default KeyboardInterrupt
+    printed ~70 lines of gRPC traceback after the step's own error. Exit at once instead."""
+    os._exit(BAIL)
+
+
 def main() -> None:
     config = pulumi.Config("hft")
     try:
@@ -74,9 +87,13 @@ def main() -> None:
         deployment = build(cfg, config.require_secret_object("exchangeKeys"), config.get_secret("sshPrivateKey"),
                            config.get_secret("dbPassword"))
     except ConfigError as err:
-        raise pulumi.RunError(str(err)) from None
+        # shown once, then the "already reported" exit: a RunError would add the language
+        # host's "an unhandled error occurred: Program exited with non-zero exit code: 1"
+        pulumi.log.error(str(err))
+        sys.exit(BAIL)
     for name, value in deployment.outputs.items():
         pulumi.export(name, value)
 
 
+signal.signal(signal.SIGINT, _stopped_by_the_engine)
 main()

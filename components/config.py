@@ -23,9 +23,10 @@ from components.database import DatabaseSettings
 from components.monitoring import MonitoringSettings
 from components.postgres import PostgresSettings
 from components.reader import (ENV_NAME, HOSTNAME, REPO, ConfigError, MapOf, Rule, Section, choice, deep_merge,
-                               read, setting)
+                               read, setting, shown)
 from components.realtime_kernel import RealtimeKernelSettings
-from components.server import Host, HostSettings, PreflightSettings, host_problems
+from components.preflight import PreflightSettings
+from components.server import Host, HostSettings, host_problems
 from components.service import ServiceSettings
 from components.strategy import StrategiesSettings
 from components.validation import ValidationSettings
@@ -141,6 +142,22 @@ def _port_problems(cfg: StackConfig) -> list[str]:
     return out
 
 
+def _conflicts(cfg: StackConfig) -> list[str]:
+    """Keys that each pass their own rule but cannot work together: a later step would fail for
+    certain, after earlier steps had changed the hosts."""
+    out = []
+    exts = list(cfg.database.extensions)
+    if "timescaledb" in exts and not cfg.postgres.timescaledb and not cfg.database.extensions_optional:
+        out.append(f"hft:database.extensions = {shown(exts)}: expected no timescaledb while hft:postgres.timescaledb "
+                   "is false (its package would not be installed, so CREATE EXTENSION fails): remove it, set "
+                   "postgres.timescaledb true, or set database.extensionsOptional true")
+    pkgs = list(cfg.monitoring.packages)
+    if "grafana" in pkgs and not cfg.monitoring.grafana:
+        out.append(f"hft:monitoring.packages = {shown(pkgs)}: expected no grafana while hft:monitoring.grafana is "
+                   "false (Grafana comes from its own repository and is installed by monitoring.grafana: true)")
+    return out
+
+
 def parse(values: Mapping[str, Any], inventory: Optional[Mapping[str, Any]] = None,
           defaults_file: Path = RUNBOOK_DEFAULTS) -> StackConfig:
     """Parse the stack's ``hft:*`` values (decoded from YAML) over the runbook defaults.
@@ -180,6 +197,7 @@ def parse(values: Mapping[str, Any], inventory: Optional[Mapping[str, Any]] = No
                       top.postgres, top.database, top.service, top.monitoring, top.preflight, top.release,
                       top.cutover, top.strategies, top.validation, secret_names)
     problems += _port_problems(cfg)
+    problems += _conflicts(cfg)
     problems += cfg.strategies.problems(cfg.service)
     if cfg.environment != "lab" and cfg.service.repository == PLACEHOLDER_REPOSITORY:
         problems.append(f"hft:service.repository = \"{PLACEHOLDER_REPOSITORY}\": expected your hft_system "

@@ -14,9 +14,13 @@ from typing import Optional, Sequence
 import pulumi
 
 from components.reader import (BOOL, CIDR, IDENT, PACKAGE, PG_SETTING_NAME, PG_SETTING_VALUE, ListOf, MapOf,
-                               Section, choice, setting)
+                               Section, choice, pattern, per_family, setting)
 from components.remote import Step, managed_file
 from components.server import Server
+
+APT_URL = pattern(r"https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%+-]+)*/?", "an http(s) URL of an apt repository")
+KEY_URL = pattern(r"https://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%+-]+)*/?|http://198\.18\.0\.\d{1,3}(:\d+)?(/[A-Za-z0-9._~%+-]+)*/?",
+                  "an https URL of an ASCII-armored signing key (plain http only on the lab network)")
 
 # Settings the topology owns: set here they would fight with it.
 TOPOLOGY_SETTINGS = ("listen_addresses", "port", "hba_file", "include", "include_dir", "data_directory")
@@ -41,18 +45,42 @@ class PostgresSettings:
     packages: tuple[str, ...] = setting("packages", ListOf(PACKAGE, min_items=1), "server packages", "3.3 step 3")
     timescaledb: bool = setting("timescaledb", BOOL, "install TimescaleDB from its repository", "3.3 step 3",
                                 lab="false: its repository is not reachable")
+    timescaledb_repository: dict = setting("timescaledbRepository", per_family(APT_URL),
+                                           "TimescaleDB's apt repository per OS family (suite: the host's "
+                                           "codename, component main), added where timescaledb is true",
+                                           "3.3 step 3")
+    timescaledb_key_url: str = setting("timescaledbKeyUrl", KEY_URL, "the repository's signing key (apt "
+                                       "trusts it for that repository only: signed-by)", "3.3 step 3")
     settings: dict = setting("settings", MapOf(PG_SETTING_NAME, PG_SETTING_VALUE), "postgresql.conf values",
                              "3.3 step 3")
     hba: tuple[HbaEntry, ...] = setting("hba", ListOf(Section(HbaEntry)), "extra pg_hba entries", "10 step 3")
 
     def check(self, path: str) -> list[str]:
         owned = sorted(set(self.settings) & set(TOPOLOGY_SETTINGS))
-        return [f"hft:{path}.settings.{k} = {self.settings[k]!r}: expected not set here (it follows from the "
-                f"placements: {', '.join(TOPOLOGY_SETTINGS)} are managed by hft-deploy)" for k in owned]
+        out = [f"hft:{path}.settings.{k} = {self.settings[k]!r}: expected not set here (it follows from the "
+               f"placements: {', '.join(TOPOLOGY_SETTINGS)} are managed by hft-deploy)" for k in owned]
+        preload = self.settings.get("shared_preload_libraries")
+        if self.timescaledb and preload is not None and "timescaledb" not in _libraries(str(preload)):
+            out.append(f"hft:{path}.settings.shared_preload_libraries = {preload!r}: expected a list that includes "
+                       "timescaledb while postgres.timescaledb is true (TimescaleDB must be preloaded)")
+        return out
+
+
+def _libraries(value: str) -> list[str]:
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def preload_libraries(pg: PostgresSettings) -> dict[str, str]:
+    """``shared_preload_libraries`` with TimescaleDB where it is on (its CREATE EXTENSION needs it
+    preloaded, which postgres.sh applies with the restart pending_restart asks for)."""
+    if not pg.timescaledb:
+        return {}
+    libs = _libraries(str(pg.settings.get("shared_preload_libraries", "")))
+    return {"shared_preload_libraries": ",".join(libs if "timescaledb" in libs else ["timescaledb", *libs])}
 
 
 def render_settings(pg: PostgresSettings, listen: Sequence[str]) -> str:
-    values = {"listen_addresses": ",".join(listen), **pg.settings}
+    values = {"listen_addresses": ",".join(listen), **pg.settings, **preload_libraries(pg)}
     return managed_file("3.3, 10", [f"{k} = '{v}'" for k, v in values.items()])
 
 
@@ -80,9 +108,12 @@ class PostgresServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: PostgresServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hft:db:PostgresServer", name, None, opts)
         pg = args.postgres
+        repos = ({f"HFT_TIMESCALEDB_REPO_{f.upper()}": url for f, url in sorted(pg.timescaledb_repository.items())}
+                 | {"HFT_TIMESCALEDB_KEY_URL": pg.timescaledb_key_url} if pg.timescaledb else {})
         step = Step(f"{name}-postgresql", "postgres.sh", {
             "HFT_PG_PACKAGES": " ".join(pg.packages),
             "HFT_TIMESCALEDB": "1" if pg.timescaledb else "0",
+            **repos,
         }, {"postgresql.conf": render_settings(pg, args.listen), "pg_hba.block": render_hba(args.hba)})
         self.step, self.fingerprint = step, step.fingerprint
         self.ready = step.create(args.server.connection, self, depends_on=[args.after])

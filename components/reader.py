@@ -233,6 +233,16 @@ PG_SETTING_VALUE = Rule("a postgresql.conf value: a number, or text without quot
                         str)
 ENV_NAME = pattern(r"[A-Z][A-Z0-9_]*", "an environment variable name")
 
+# The OS families hft-deploy knows (ID= of /etc/os-release): the runbook's Ubuntu 22.04 and the
+# lab's Debian 12. A per-family value is chosen on the host, by the family its preflight detects.
+OS_FAMILIES = ("debian", "ubuntu")
+OS_FAMILY = choice(*OS_FAMILIES)
+
+
+def per_family(value: Any) -> "MapOf":
+    """One value per OS family (``{debian: ..., ubuntu: ...}``), chosen on the host."""
+    return MapOf(OS_FAMILY, value)
+
 
 def _ip(v: Any) -> bool:
     try:

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import pulumi
 from pulumi_command import local
 
-from components.reader import BOOL, PACKAGE, ListOf, integer, pattern, setting
+from components.reader import BOOL, PACKAGE, ListOf, integer, pattern, per_family, setting
 from components.remote import Step, read_script
 from components.reports import report_from_stdout
 from components.server import Server
@@ -44,14 +44,21 @@ class RealtimeKernelSettings:
     """Runbook 3.2 step 2."""
     enabled: bool = setting("enabled", BOOL, "install the RT kernel and reboot into it", "3.2 step 2",
                             lab="skipped on container hosts")
-    packages: tuple[str, ...] = setting("packages", ListOf(PACKAGE, min_items=1), "RT kernel packages",
-                                        "3.2 step 2")
-    uname_pattern: str = setting("unamePattern", pattern(r"-[a-z0-9-]{1,30}", "a uname -r fragment like -rt"),
-                                 "what `uname -r` shows once the RT kernel runs", "3.2 step 2")
+    packages: dict = setting("packages", per_family(ListOf(PACKAGE, min_items=1)),
+                             "RT kernel packages per OS family (chosen on the host)", "3.2 step 2")
+    uname_pattern: dict = setting("unamePattern", per_family(pattern(r"-[a-z0-9-]{1,30}",
+                                                                     "a uname -r fragment like -rt")),
+                                  "what `uname -r` shows once the RT kernel runs, per OS family", "3.2 step 2")
     reboot_wait_seconds: int = setting("rebootWaitSeconds", integer(30, 7200),
                                        "how long `up` waits for a host to come back from the RT-kernel reboot "
                                        "(SSH answering again) before it fails naming the host", "3.2 step 2",
                                        lab="the lab VM under TCG comes back in 1-2 minutes")
+
+    def env(self) -> dict[str, str]:
+        """The per-family values as the scripts read them (HFT_RT_PACKAGES_DEBIAN, ...)."""
+        out = {f"HFT_RT_PACKAGES_{f.upper()}": " ".join(p) for f, p in sorted(self.packages.items())}
+        out.update({f"HFT_RT_PATTERN_{f.upper()}": p for f, p in sorted(self.uname_pattern.items())})
+        return out
 
 
 @dataclass
@@ -113,11 +120,12 @@ class RealtimeKernel(pulumi.ComponentResource):
             self.status = pulumi.Output.from_input("disabled in config")
         else:
             conn = args.server.connection
-            env = {"HFT_RT_PACKAGES": " ".join(k.packages), "HFT_RT_PATTERN": k.uname_pattern}
+            env = k.env()
+            patterns = {n: v for n, v in env.items() if n.startswith("HFT_RT_PATTERN")}
             install_step = Step(f"{name}-rt-kernel-install", "realtime_kernel.sh", env)
             install = install_step.create(conn, self, depends_on=[args.after])
             # Runs again exactly when the install's text does (new packages or pattern).
-            reboot_env = {"HFT_RT_PATTERN": k.uname_pattern}
+            reboot_env = dict(patterns)
             if args.guard_unit:
                 reboot_env["HFT_RT_REBOOT_GUARD"] = args.guard_unit
             reboot_step = Step(f"{name}-rt-kernel-reboot", "realtime_kernel_reboot.sh", reboot_env,
@@ -126,8 +134,7 @@ class RealtimeKernel(pulumi.ComponentResource):
             reboot = reboot_step.create(conn, self, depends_on=self.reboot_after)
             report = report_from_stdout(reboot.stdout, REBOOT_REPORT)
             wait = await_reboot_command(name, args.server, k.reboot_wait_seconds, report, self, [reboot])
-            verify_step = Step(f"{name}-rt-kernel-verify", "realtime_kernel_verify.sh",
-                               {"HFT_RT_PATTERN": k.uname_pattern})
+            verify_step = Step(f"{name}-rt-kernel-verify", "realtime_kernel_verify.sh", patterns)
             # Verified again after every reboot (a new report), and when the pattern changes.
             verify = verify_step.create(conn, self, depends_on=[wait],
                                         triggers=[report.apply(lambda r: json.dumps(r, sort_keys=True))])

@@ -1,15 +1,17 @@
 """Server: one machine, reached over SSH with its host key pinned (runbook 2.2, 3.1).
 
-Before anything on the host is changed, the preflight reads what it can of runbook 2.2 (OS,
-cores, RAM, disk, library versions) and reports it; where ``preflight.enforce`` is set (prod)
-a host below the requirement stops the update. Then the hostname, a marked block of
+Nothing here runs before every host's preflight (``components/preflight.py``) has passed: the
+first change on any host waits for all of them. Then the hostname, a marked block of
 /etc/hosts naming every host of the stack, and, where the host has a ``network`` section,
-its static netplan file.
+its static netplan file, applied confirm-or-revert: the host restores its previous network by
+itself unless a new SSH connection (the ``<host>-network-confirm`` step) confirms the new one
+within ``NETPLAN_REVERT_SECONDS``.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -17,10 +19,9 @@ from typing import Any, Optional, Sequence
 import pulumi
 import yaml
 
-from components.reader import (BOOL, HOSTNAME, IP, IDENT, ListOf, Rule, Section, integer, pattern, setting,
-                               text)
+from components.reader import BOOL, HOSTNAME, IP, IDENT, ListOf, Rule, Section, integer, pattern, setting
+from components.preflight import Preflight
 from components.remote import Step, connection
-from components.reports import report_from_stdout
 
 # Host key types OpenSSH (>= 8.8) still offers for a host; a pinned ssh-rsa key fails there with
 # "no common algorithm for host key" because the SSH library offers only ssh-rsa for it.
@@ -122,18 +123,6 @@ def host_problems(name: str, s: HostSettings, environment: str) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class PreflightSettings:
-    """Runbook 2.2's system requirements, checked read-only on each host before it is changed."""
-    min_cores: int = setting("minCores", integer(1, 4096), "CPU cores", "2.2")
-    min_ram_gb: int = setting("minRamGb", integer(1, 65536), "RAM in GB", "2.2")
-    min_disk_gb: int = setting("minDiskGb", integer(1, 10**6), "size of the data disk in GB", "2.2")
-    required_os: str = setting("requiredOs", text(60), "OS the runbook names (a mismatch is reported, "
-                               "never fatal)", "2.2")
-    enforce: bool = setting("enforce", BOOL, "stop the update when a requirement is not met", "2.2",
-                            lab="false: the lab only reports")
-
-
 def render_netplan(host: Host) -> str:
     """Runbook 3.1 step 3's netplan file, from the host's network config."""
     net = host.network
@@ -146,14 +135,30 @@ def render_netplan(host: Host) -> str:
     return "# Managed by hft-deploy (runbook 3.1 step 3).\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
+# How long a host waits, after `netplan apply`, for a new SSH connection to confirm the new
+# network before it restores its previous one by itself (components/scripts/server.sh).
+NETPLAN_REVERT_SECONDS = 120
+
+
+def netplan_confirm_step(host: Host) -> Step:
+    """The step that confirms a host's new network over a new connection (netplan_confirm.sh).
+
+    Its text carries the digest of the rendered file, so it runs again exactly when the file
+    the identity step applies changes."""
+    digest = hashlib.sha256(render_netplan(host).encode()).hexdigest()
+    return Step(f"{host.name}-network-confirm", "netplan_confirm.sh",
+                {"HFT_NETPLAN_SHA256": digest, "HFT_NETWORK_KEY": f"hft:hosts.{host.name}.network"},
+                lock="netplan")
+
+
 @dataclass
 class ServerArgs:
     host: Host
     """The machine: address, SSH user and pinned host key."""
     all_hosts: Sequence[Host]
     """Every host of the stack, for the /etc/hosts block."""
-    preflight: PreflightSettings
-    """Runbook 2.2's requirements."""
+    preflights: Sequence[Preflight]
+    """Every host's preflight: nothing on this host changes before all of them have passed."""
     private_key: Optional[pulumi.Input[str]]
     """The deploy key (secret)."""
 
@@ -166,22 +171,24 @@ class Server(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("hft:host:Server", name, None, opts)
-        host, pre = args.host, args.preflight
+        host = args.host
         self.host = host
         self.connection = connection(host, args.private_key)
-        self.preflight_step = Step(f"{name}-preflight", "preflight.sh", {
-            "HFT_MIN_CORES": str(pre.min_cores), "HFT_MIN_RAM_GB": str(pre.min_ram_gb),
-            "HFT_MIN_DISK_GB": str(pre.min_disk_gb), "HFT_REQUIRED_OS": pre.required_os,
-            "HFT_ENFORCE": "1" if pre.enforce else "0",
-        })
-        preflight = self.preflight_step.create(self.connection, self)
+        own = next(p for p in args.preflights if p.host.name == host.name)
+        self.preflight_step = own.preflight_step
         files = {"hosts.block": "".join(f"{h.address} {h.name}\n" for h in args.all_hosts)}
+        env = {"HFT_HOSTNAME": host.name, "HFT_APPLY_NETWORK": "1" if host.network else "0"}
         if host.network:
             files["netplan.yaml"] = render_netplan(host)
-        self.identity_step = Step(f"{name}-identity", "server.sh", {
-            "HFT_HOSTNAME": host.name,
-            "HFT_APPLY_NETWORK": "1" if host.network else "0",
-        }, files)
-        self.ready = self.identity_step.create(self.connection, self, depends_on=[preflight])
-        self.preflight_report = report_from_stdout(preflight.stdout, "HFT_PREFLIGHT_REPORT")
+            env["HFT_NETPLAN_REVERT_SECONDS"] = str(NETPLAN_REVERT_SECONDS)
+        self.identity_step = Step(f"{name}-identity", "server.sh", env, files)
+        self.ready = self.identity_step.create(self.connection, self,
+                                               depends_on=[p.step for p in args.preflights])
+        self.network_confirm_step: Optional[Step] = None
+        if host.network:
+            # Confirm-or-revert: a command of its own is a new SSH connection, made after the
+            # identity step's apply finished; without it the host restores its old network.
+            self.network_confirm_step = netplan_confirm_step(host)
+            self.ready = self.network_confirm_step.create(self.connection, self, depends_on=[self.ready])
+        self.preflight_report = own.report
         self.register_outputs({"address": host.address, "preflight": self.preflight_report})

@@ -24,6 +24,7 @@ from components.migrations import Migrations, MigrationsArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.node_exporter import NodeExporter, NodeExporterArgs
 from components.postgres import HbaEntry, PostgresServer, PostgresServerArgs
+from components.preflight import Preflight, build_preflights
 from components.realtime_kernel import RealtimeKernel, RealtimeKernelArgs
 from components.server import Server, ServerArgs
 from components.service import HftService, HftServiceArgs
@@ -45,16 +46,24 @@ def private_key_for(host: Host, shared_key: Optional[pulumi.Output[str]]) -> Opt
 
 
 class Fleet:
-    """The per-host layer: every host gets these once, whatever placements it carries."""
+    """The per-host layer: every host gets these once, whatever placements it carries.
+
+    Every host's preflight runs first; each host's first changing step (its Server's identity)
+    waits for all of them, and every other step of a host waits for that one (directly or
+    through the steps it follows), so a failed preflight anywhere stops every change everywhere.
+    """
 
     def __init__(self, cfg: StackConfig, shared_key: Optional[pulumi.Output[str]]):
+        keys = {h.name: private_key_for(h, shared_key) for h in cfg.hosts}
+        self.preflights: dict[str, Preflight] = build_preflights(cfg, keys)
+        gate = list(self.preflights.values())
         self.servers: dict[str, Server] = {}
         self.baselines: dict[str, HostBaseline] = {}
         self.kernels: dict[str, RealtimeKernel] = {}
         self.exporters: dict[str, NodeExporter] = {}
         for host in cfg.hosts:
             n = host.name
-            server = Server(n, ServerArgs(host, cfg.hosts, cfg.preflight, private_key_for(host, shared_key)))
+            server = Server(n, ServerArgs(host, cfg.hosts, gate, keys[n]))
             child = pulumi.ResourceOptions(parent=server)
             baseline = HostBaseline(n, HostBaselineArgs(server, cfg.baseline), opts=child)
             # A reboot would stop trading on the primary's host: refused there while it runs.

@@ -198,3 +198,90 @@ def test_the_cutover_never_short_circuits(tmp_path) -> None:
     _, d = run_stack("prod", tmp_path)
     assert d.cutover.step.mode == "always"
     assert "_hft_mode=always" in d.cutover.step._text()
+
+
+def _recorded_graph(monkeypatch, tmp_path, stack: str):
+    """Each remote step's name -> the names of the resources it waits for (its depends_on)."""
+    from components import remote
+    deps: dict[str, list] = {}
+    made: dict[int, str] = {}
+    original = remote.Step.create
+
+    def create(self, conn, parent, depends_on=(), **kw):
+        command = original(self, conn, parent, depends_on=depends_on, **kw)
+        made[id(command)] = self.name
+        deps[self.name] = list(depends_on)
+        return command
+    monkeypatch.setattr(remote.Step, "create", create)
+    mocks, d = run_stack(stack, tmp_path)
+    graph = {name: {made.get(id(r), getattr(r, "_name", "?")) for r in rs} for name, rs in deps.items()}
+    # the RT kernel's local wait (not a Step) waits for the reboot step (its depends_on)
+    for name in list(graph):
+        for n in graph[name]:
+            if n.endswith("-rt-kernel-reboot-wait"):
+                graph[name] = (graph[name] - {n}) | {n.removesuffix("-wait")}
+    return graph, d
+
+
+@pytest.mark.parametrize("stack", ["lab", "prod"])
+def test_nothing_runs_on_any_host_before_every_hosts_preflight(monkeypatch, tmp_path, stack) -> None:
+    graph, d = _recorded_graph(monkeypatch, tmp_path, stack)
+    preflights = {f"{h}-preflight" for h in d.fleet.servers}
+    assert len(preflights) == 2 and preflights <= set(graph)
+
+    def ancestors(name: str, seen: set) -> set:
+        for n in graph.get(name, ()):
+            if n not in seen:
+                seen.add(n)
+                ancestors(n, seen)
+        return seen
+    for p in preflights:
+        assert graph[p] == set(), f"{p} waits for something: it must be first"
+    others = set(graph) - preflights
+    assert len(others) > 20
+    for name in sorted(others):
+        missing = preflights - ancestors(name, set())
+        assert not missing, f"{name} can run before {sorted(missing)}"
+
+
+def test_each_hosts_preflight_checks_what_its_own_steps_will_install(tmp_path) -> None:
+    mocks, d = run_stack("prod", tmp_path)
+    steps = {n: p.preflight_step for n, p in d.fleet.preflights.items()}
+    lines = {n: s.files["packages.list"].splitlines() for n, s in steps.items()}
+    db_host, other = lines["hft-prod-01"], lines["hft-prod-02"]
+    for host in (db_host, other):
+        assert "any baseline.packages libboost-all-dev" in host
+        assert "debian realtimeKernel.packages.debian linux-image-rt-amd64" in host
+        assert "ubuntu realtimeKernel.packages.ubuntu linux-realtime" in host
+        assert "any monitoring.nodeExporterPackage prometheus-node-exporter" in host
+        assert "any service.buildPackages git" in host and "any baseline.cpuGovernor cpufrequtils" in host
+    # the database and monitoring are placed on hft-prod-01 only
+    assert "any postgres.timescaledb timescaledb-2-postgresql-%PG%" in db_host
+    assert "any monitoring.grafana grafana" in db_host and "any monitoring.packages prometheus" in db_host
+    assert not [ln for ln in other if " postgres." in ln or " monitoring.packages " in ln or "grafana" in ln]
+    # the TimescaleDB repository postgres.sh will add, per OS family, checked by the db host's preflight
+    assert steps["hft-prod-01"].files["repositories.list"].splitlines() == [
+        "debian postgres.timescaledbRepository.debian https://packagecloud.io/timescale/timescaledb/debian/",
+        "ubuntu postgres.timescaledbRepository.ubuntu https://packagecloud.io/timescale/timescaledb/ubuntu/"]
+    assert "repositories.list" not in steps["hft-prod-02"].files
+    pg = d.postgres.step.env
+    assert pg["HFT_TIMESCALEDB"] == "1" and pg["HFT_TIMESCALEDB_KEY_URL"].endswith("/gpgkey")
+    assert pg["HFT_TIMESCALEDB_REPO_UBUNTU"] == "https://packagecloud.io/timescale/timescaledb/ubuntu/"
+    assert "shared_preload_libraries = 'timescaledb'" in d.postgres.step.files["postgresql.conf"].splitlines()
+    env = {n: s.env for n, s in steps.items()}
+    assert env["hft-prod-01"]["HFT_RELEASE_TAGS"] == "release.blue.version=v1.0.0"
+    assert env["hft-prod-02"]["HFT_RELEASE_TAGS"] == "release.green.version=v1.0.0"
+    assert env["hft-prod-01"]["HFT_REPOSITORY"].startswith("ssh://")
+    assert env["hft-prod-01"]["HFT_SUPPORTED_OS"] == "debian:12 ubuntu:22.04"
+    assert (env["hft-prod-01"]["HFT_MIN_ROOT_GB"], env["hft-prod-01"]["HFT_MIN_DATA_GB"]) == ("100", "1800")
+    assert env["hft-prod-01"]["HFT_LIB_BOOST"] == "libboost-all-dev" and env["hft-prod-01"]["HFT_ENFORCE"] == "1"
+
+
+def test_lab_preflight_leaves_out_what_containers_skip(tmp_path) -> None:
+    mocks, d = run_stack("lab", tmp_path)
+    lines = d.fleet.preflights["hft-prod-01"].preflight_step.files["packages.list"]
+    assert "realtimeKernel" not in lines and "cpufrequtils" not in lines          # container hosts
+    assert "timescaledb" not in lines and "grafana" not in lines                   # off in the lab
+    assert "any postgres.packages postgresql" in lines.splitlines()
+    assert "repositories.list" not in d.fleet.preflights["hft-prod-01"].preflight_step.files
+    assert not [k for k in d.postgres.step.env if k.startswith("HFT_TIMESCALEDB_")]

@@ -165,8 +165,18 @@ BAD = [
     ("monitoring/prometheusPort", 8080, "expected a port no other service of hft-prod-01 uses (taken by monitoring.prometheusPort)"),
     ("preflight/requiredOs", "Ubuntu\n22.04", "expected one line of text"),
     ("preflight/minCores", -1, "hft:preflight.minCores = -1: expected an integer from 1 to 4096"),
-    ("realtimeKernel/packages", [], "hft:realtimeKernel.packages = []: expected a list of a Debian package name"),
-    ("realtimeKernel/unamePattern", "rt; reboot", "expected a uname -r fragment"),
+    ("realtimeKernel/packages", {"debian": []},
+     "hft:realtimeKernel.packages.debian = []: expected a list of a Debian package name"),
+    ("realtimeKernel/packages", ["linux-image-rt-amd64"], "hft:realtimeKernel.packages = [\"linux-image-rt-amd64\"]: "
+                                                          "expected an object of one of debian, ubuntu"),
+    ("realtimeKernel/packages", {"fedora": ["kernel-rt"]}, 'hft:realtimeKernel.packages key = "fedora": expected '
+                                                           "one of debian, ubuntu"),
+    ("realtimeKernel/unamePattern", {"ubuntu": "rt; reboot"}, "expected a uname -r fragment"),
+    ("preflight/supportedOs", {"centos": ["7"]}, 'hft:preflight.supportedOs key = "centos": expected one of debian'),
+    ("preflight/supportedOs", {"debian": ["bookworm"]}, "expected a VERSION_ID like 12 or 22.04"),
+    ("preflight/minBoost", "1.75; reboot", "hft:preflight.minBoost = \"1.75; reboot\": expected a version"),
+    ("preflight/dataMount", "/etc", 'hft:preflight.dataMount = "/etc": expected an absolute path at or below /data'),
+    ("preflight/minDataGb", 0, "hft:preflight.minDataGb = 0: expected an integer from 1"),
     ("surprise", 1, "hft:surprise: unknown key"),
 ]
 
@@ -223,3 +233,59 @@ def test_staging_and_prod_state_is_refused_on_the_per_user_cache_directory() -> 
     assert state_problems("prod", local, local, allowed=True) == []
     assert state_problems("prod", "s3://bucket/hft-deploy", local, allowed=False) == []
     assert state_problems("lab", local, local, allowed=False) == []
+
+
+# ---- conflicts between keys that each pass their own rule: refused at preview, before any host changes
+
+def test_timescaledb_off_with_the_extension_still_listed_is_refused() -> None:
+    values = with_("postgres/timescaledb", False)
+    (problem,) = problems_of(values)
+    assert problem.startswith('hft:database.extensions = ["timescaledb"]: expected no timescaledb while '
+                              "hft:postgres.timescaledb is false")
+    values["database"] = {"extensionsOptional": True}   # "use it where the server has it": coherent
+    assert parse(values).database.extensions == ("timescaledb",)
+    values["database"] = {"extensions": []}
+    assert parse(values).postgres.timescaledb is False
+
+
+def test_grafana_listed_as_a_package_while_grafana_is_off_is_refused() -> None:
+    values = with_("monitoring/grafana", False)
+    values["monitoring"]["packages"] = ["prometheus", "grafana"]
+    (problem,) = problems_of(values)
+    assert problem.startswith('hft:monitoring.packages = ["prometheus", "grafana"]: expected no grafana while '
+                              "hft:monitoring.grafana is false")
+
+
+def test_timescaledb_is_preloaded_and_a_preload_list_without_it_is_refused() -> None:
+    from components.postgres import render_settings
+    cfg = parse(stack_values("prod"))
+    assert "shared_preload_libraries = 'timescaledb'" in render_settings(cfg.postgres, ["127.0.0.1"]).splitlines()
+    found = problems_of(with_("postgres/settings", {"shared_preload_libraries": "pg_stat_statements"}))
+    assert found == ["hft:postgres.settings.shared_preload_libraries = 'pg_stat_statements': expected a list that "
+                     "includes timescaledb while postgres.timescaledb is true (TimescaleDB must be preloaded)"]
+    both = parse(with_("postgres/settings", {"shared_preload_libraries": "pg_stat_statements,timescaledb"}))
+    assert "shared_preload_libraries = 'pg_stat_statements,timescaledb'" in render_settings(both.postgres, ["::1"])
+    off = parse(stack_values("lab"), inventory=LAB_INVENTORY)
+    assert "shared_preload_libraries" not in render_settings(off.postgres, ["127.0.0.1"])
+
+
+def test_the_rt_kernel_is_chosen_per_os_family_on_the_host() -> None:
+    cfg = parse(stack_values("prod"))
+    assert cfg.realtime_kernel.packages == {"debian": ("linux-image-rt-amd64", "linux-headers-rt-amd64"),
+                                            "ubuntu": ("linux-realtime",)}
+    assert cfg.realtime_kernel.env() == {
+        "HFT_RT_PACKAGES_DEBIAN": "linux-image-rt-amd64 linux-headers-rt-amd64", "HFT_RT_PACKAGES_UBUNTU": "linux-realtime",
+        "HFT_RT_PATTERN_DEBIAN": "-rt", "HFT_RT_PATTERN_UBUNTU": "-realtime"}
+    # a stack overrides one family; the other keeps the runbook's
+    cfg = parse(with_("realtimeKernel/packages", {"ubuntu": ["linux-lowlatency"]}))
+    assert cfg.realtime_kernel.packages["ubuntu"] == ("linux-lowlatency",)
+    assert cfg.realtime_kernel.packages["debian"] == ("linux-image-rt-amd64", "linux-headers-rt-amd64")
+
+
+def test_preflight_settings_are_the_runbooks() -> None:
+    pre = parse(stack_values("prod")).preflight
+    assert (pre.min_cores, pre.min_ram_gb, pre.min_root_gb, pre.min_data_gb, pre.data_mount) == (32, 128, 100, 1800,
+                                                                                                 "/data")
+    assert pre.supported_os == {"debian": ("12",), "ubuntu": ("22.04",)} and pre.enforce is True
+    # Boost: what the runbook's own 3.3 step 2 installs on its Ubuntu 22.04 (libboost-all-dev 1.74)
+    assert pre.min_boost == "1.74" and pre.min_openssl == "3.0"

@@ -74,6 +74,8 @@ def test_first_up_ends_with_blue_primary_and_green_standby_validated(deployed) -
     blue, green = status(BLUE_HOST), status(GREEN_HOST)
     assert (blue["role"], blue["trading_enabled"]) == ("primary", True)
     assert (green["role"], green["trading_enabled"]) == ("standby", False)
+    # blue's first promotion had no previous primary to go back to: it is not watched
+    assert (outputs["cutover"]["to"], outputs["cutover"]["watched_seconds"]) == ("blue", 0), outputs["cutover"]
     for host in HOSTS:
         steps = outputs["kernel_steps"][host]
         assert steps["realtime_kernel"] == "skipped: container host"

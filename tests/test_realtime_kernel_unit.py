@@ -17,6 +17,7 @@ from tests.test_components_unit import plain, run_stack
 from tests.test_config import stack_values
 
 HOST = "hft-prod-01"
+PATTERNS = {"HFT_RT_PATTERN_DEBIAN": "-rt", "HFT_RT_PATTERN_UBUNTU": "-realtime"}   # per OS family
 
 
 def locals_(mocks) -> dict[str, dict]:
@@ -29,9 +30,8 @@ def test_the_reboot_is_a_resource_of_its_own_named_for_preview(tmp_path) -> None
     assert set(kernel.steps) == {f"{HOST}-rt-kernel-{s}" for s in ("install", "reboot", "verify")}
     assert kernel.steps[f"{HOST}-rt-kernel-reboot"].script == "realtime_kernel_reboot.sh"
     # hft-prod-01 carries the live color: a reboot there is refused while hft_system runs.
-    assert kernel.steps[f"{HOST}-rt-kernel-reboot"].env == {"HFT_RT_PATTERN": "-rt",
-                                                            "HFT_RT_REBOOT_GUARD": "hft_system"}
-    assert d.fleet.kernels["hft-prod-02"].steps["hft-prod-02-rt-kernel-reboot"].env == {"HFT_RT_PATTERN": "-rt"}
+    assert kernel.steps[f"{HOST}-rt-kernel-reboot"].env == {**PATTERNS, "HFT_RT_REBOOT_GUARD": "hft_system"}
+    assert d.fleet.kernels["hft-prod-02"].steps["hft-prod-02-rt-kernel-reboot"].env == PATTERNS
     # The install script no longer reboots: only the step named "reboot" does.
     assert "reboot" not in read_script("realtime_kernel.sh").split("set -euo pipefail", 1)[1]
     wait = locals_(mocks)[f"{HOST}-rt-kernel-reboot-wait"]
@@ -51,7 +51,7 @@ def test_the_reboot_reruns_with_the_install_and_only_then(tmp_path) -> None:
     assert fp == {n: s.fingerprint for n, s in waited.fleet.kernels[HOST].steps.items()}, \
         "a new wait changes no remote step"
     assert locals_(mocks)[f"{HOST}-rt-kernel-reboot-wait"]["environment"]["HFT_WAIT_SECONDS"] == "45"
-    values["realtimeKernel"] = {"packages": ["linux-image-rt-amd64"]}
+    values["realtimeKernel"] = {"packages": {"debian": ["linux-image-rt-amd64"]}}
     _, fewer = run_stack("prod", tmp_path, values)
     changed = {n for n, s in fewer.fleet.kernels[HOST].steps.items() if s.fingerprint != fp[n]}
     assert changed == {f"{HOST}-rt-kernel-install", f"{HOST}-rt-kernel-reboot"}
@@ -155,4 +155,4 @@ def test_allow_primary_restart_lifts_the_reboot_guard(tmp_path) -> None:
     values = stack_values("prod")
     values["service"] = {**values.get("service", {}), "allowPrimaryRestart": True}
     _, d = run_stack("prod", tmp_path, values)
-    assert d.fleet.kernels[HOST].steps[f"{HOST}-rt-kernel-reboot"].env == {"HFT_RT_PATTERN": "-rt"}
+    assert d.fleet.kernels[HOST].steps[f"{HOST}-rt-kernel-reboot"].env == PATTERNS

@@ -313,6 +313,84 @@ def repo_url(host: Host) -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+STAND_IN_PACKAGES = {   # an apt repository standing in for TimescaleDB's (unreachable from the lab)
+    "timescaledb-2-postgresql-15": "postgresql-15",    # a real (empty) package, downloadable
+    "hft-broken-deps": "hft-no-such-dependency",       # an index entry whose dependency nothing provides
+}
+
+
+def _stand_in_repository(root: Path) -> None:
+    """``root/debian``: a signed apt repository (InRelease) of STAND_IN_PACKAGES, and
+    ``root/debian/key.asc``, its signing key (a throwaway key made here)."""
+    import hashlib
+    gnupg = root / "gnupg"
+    gnupg.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(gnupg), "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run([*gpg, "--quick-gen-key", "hft lab repository <lab@example.invalid>", "ed25519", "sign", "never"],
+                   check=True, capture_output=True)
+    repo = root / "debian"
+    (repo / "pool").mkdir(parents=True)
+    (repo / "key.asc").write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True,
+                                                  capture_output=True).stdout)
+    pkg = root / "build" / "DEBIAN"
+    pkg.mkdir(parents=True)
+    name = "timescaledb-2-postgresql-15"
+    (pkg / "control").write_text(f"Package: {name}\nVersion: 2.99.0~lab\nArchitecture: amd64\n"
+                                 "Maintainer: lab <lab@example.invalid>\nDepends: postgresql-15\n"
+                                 "Description: lab stand-in for TimescaleDB (no files)\n")
+    deb = repo / "pool" / f"{name}_2.99.0~lab_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg.parent), str(deb)], check=True,
+                   capture_output=True)
+    entries = []
+    for package, dep in STAND_IN_PACKAGES.items():
+        data = deb.read_bytes() if package == name else b"\0"
+        entries.append(f"Package: {package}\nVersion: 2.99.0~lab\nArchitecture: amd64\n"
+                       f"Maintainer: lab <lab@example.invalid>\nDepends: {dep}\n"
+                       f"Filename: pool/{package}_2.99.0~lab_amd64.deb\nSize: {len(data)}\n"
+                       f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription: lab stand-in\n\n")
+    body = "".join(entries).encode()
+    dist = repo / "dists" / "bookworm"
+    (dist / "main" / "binary-amd64").mkdir(parents=True)
+    (dist / "main" / "binary-amd64" / "Packages").write_bytes(body)
+    (dist / "Release").write_text("Origin: hft-lab\nSuite: bookworm\nCodename: bookworm\nArchitectures: amd64\n"
+                                  "Components: main\nDate: Sat, 28 Nov 2026 00:00:00 UTC\n"
+                                  f"SHA256:\n {hashlib.sha256(body).hexdigest()} {len(body)} main/binary-amd64/Packages\n")
+    subprocess.run([*gpg, "--clearsign", "--output", str(dist / "InRelease"), str(dist / "Release")], check=True,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def apt_repo(host: Host) -> Iterator[str]:
+    """The stand-in repository served on the lab bridge, reached by the host directly rather than
+    through the lab's apt proxy (which lets only the distribution's mirrors through)."""
+    for tool in ("gpg", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"prerequisite missing on this machine: {tool}")
+    root = Path(tempfile.mkdtemp(prefix="hft-scripts-apt-"))
+    _stand_in_repository(root)
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", config.GATEWAY,
+                               "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    direct = "/etc/apt/apt.conf.d/91hft-test-direct"
+    host.ssh(f"echo 'Acquire::http::Proxy::{config.GATEWAY} \"DIRECT\";' > {direct}")
+    try:
+        url = f"http://{config.GATEWAY}:{port}/debian/"
+        for _ in range(50):
+            try:
+                with socket.create_connection((config.GATEWAY, port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        host.ssh(f"rm -f {direct}", check=False)
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------ tests
 
 def test_scripts_follow_the_contract() -> None:
@@ -349,22 +427,133 @@ def test_dashboards_use_the_workloads_metrics() -> None:
     assert "hft_build_info" in joined
 
 
-def test_preflight(host: Host) -> None:
-    env = {"HFT_MIN_CORES": "32", "HFT_MIN_RAM_GB": "128", "HFT_MIN_DISK_GB": "100000",
-           "HFT_REQUIRED_OS": "Ubuntu 22.04", "HFT_ENFORCE": "0"}
-    res = ok_run(host.run_script("preflight.sh", env), "preflight.sh")
-    report = json.loads(res.lines("HFT_PREFLIGHT_REPORT=")[-1].split("=", 1)[1])
-    assert report["status"] == "WARN" and report["enforce"] is False
-    assert report["os"].startswith("Debian GNU/Linux 12")
+def _lab_package_lines(**changes: dict) -> str:
+    """The packages.list the lab stack's preflight sends to its db/monitoring/app host (real config)."""
+    from components.config import parse
+    from components.preflight import package_lines
+    from tests.test_config import LAB_INVENTORY, stack_values
+    values = stack_values("lab")
+    for section, value in changes.items():
+        values.setdefault(section, {}).update(value)
+    cfg = parse(values, inventory=LAB_INVENTORY)
+    host = next(h for h in cfg.hosts if h.name == "hft-prod-01")
+    return "".join(line + "\n" for line in package_lines(cfg, host))
+
+
+PREFLIGHT = {"HFT_MIN_CORES": "1", "HFT_MIN_RAM_GB": "1", "HFT_MIN_ROOT_GB": "1", "HFT_MIN_DATA_GB": "1",
+             "HFT_DATA_MOUNT": "/data", "HFT_SUPPORTED_OS": "debian:12 ubuntu:22.04", "HFT_REQUIRED_OS": "Ubuntu 22.04",
+             "HFT_MIN_BOOST": "1.74", "HFT_MIN_OPENSSL": "3.0", "HFT_LIB_BOOST": "libboost-dev",
+             "HFT_LIB_OPENSSL": "libssl-dev", "HFT_LIB_PQ": "libpq-dev", "HFT_ENFORCE": "0"}
+
+
+def _preflight_report(res: Result) -> dict:
+    return json.loads(res.lines("HFT_PREFLIGHT_REPORT=")[-1].split("=", 1)[1])
+
+
+def _host_apt_state(host: Host) -> str:
+    """What a read-only preflight must leave as it was: apt's lists, dpkg's database, sources."""
+    return host.out("stat -c '%n %Y %s' /var/lib/apt/lists /var/lib/dpkg/status /etc/apt/sources.list.d; "
+                    "ls -l --time-style=+%s /var/lib/apt/lists | md5sum; dpkg -l | md5sum")
+
+
+def test_preflight_passes_a_healthy_config_and_changes_nothing(host: Host, repo_url: str) -> None:
+    env = dict(PREFLIGHT, HFT_REPOSITORY=repo_url, HFT_RELEASE_TAGS="release.blue.version=v1.0.0")
+    files = {"packages.list": _lab_package_lines()}
+    before = _host_apt_state(host)
+    res = ok_run(host.run_script("preflight.sh", env, files, label="preflight healthy"), "preflight.sh")
+    assert _host_apt_state(host) == before, "the preflight changed apt's or dpkg's state"
+    report = _preflight_report(res)
     checks = {c["check"]: c for c in report["checks"]}
-    assert checks["OS"]["status"] == "warn" and checks["Disk /"]["status"] == "fail"
-    assert "⚠ OS" in res.out and "✗ Disk /" in res.out
-    res = host.run_script("preflight.sh", dict(env, HFT_ENFORCE="1"), label="preflight enforce")
-    assert res.rc == 1 and "error: " in res.err and "not met" in res.err
-    assert json.loads(res.lines("HFT_PREFLIGHT_REPORT=")[-1].split("=", 1)[1])["status"] == "FAIL"
-    small = dict(env, HFT_MIN_CORES="1", HFT_MIN_RAM_GB="1", HFT_MIN_DISK_GB="1", HFT_ENFORCE="1")
-    res = ok_run(host.run_script("preflight.sh", small, label="preflight met"), "preflight.sh")
-    assert json.loads(res.lines("HFT_PREFLIGHT_REPORT=")[-1].split("=", 1)[1])["status"] == "PASS"
+    assert report["family"] == "debian" and checks["OS"]["status"] == "pass"
+    assert checks["Runbook OS"] == {"check": "Runbook OS", "status": "warn", "key": "preflight.requiredOs",
+                                    "detail": "Debian GNU/Linux 12 (bookworm), the runbook names Ubuntu 22.04"}
+    # the lab has no /data: a requirement not met, reported (not enforced in the lab)
+    assert checks["Disk /data"]["status"] == "unmet" and checks["Disk /data"]["key"] == "preflight.dataMount"
+    assert "⚠ Disk /data: missing" in res.out
+    assert checks["Packages"]["status"] == "pass" and "installable (apt-get -s)" in checks["Packages"]["detail"]
+    # Boost at the version the baseline will install (Debian 12: 1.74), not what is installed now
+    assert checks["Boost"]["status"] == "pass" and "libboost-dev 1.74" in checks["Boost"]["detail"]
+    assert "apt will install" in checks["Boost"]["detail"]
+    assert checks["Repository"]["status"] == "pass" and checks["Release tag v1.0.0"]["status"] == "pass"
+    assert report["status"] == "WARN" and report["failed"] == 0 and report["unmet"] == 1
+    # a second run finds exactly the same
+    again = ok_run(host.run_script("preflight.sh", env, files, label="preflight healthy 2nd"), "preflight.sh")
+    strip = lambda r: [(c["check"], c["status"], c["key"]) for c in _preflight_report(r)["checks"]]  # noqa: E731
+    assert strip(again) == strip(res)
+    assert [ln for ln in again.out.splitlines() if not ln.startswith(("✓ Disk", "HFT_"))] == \
+        [ln for ln in res.out.splitlines() if not ln.startswith(("✓ Disk", "HFT_"))]
+    # every requirement met (the data mount here: /, a mount point of this host), enforced: PASS
+    res = ok_run(host.run_script("preflight.sh", dict(env, HFT_DATA_MOUNT="/", HFT_ENFORCE="1"), files,
+                                 label="preflight pass"), "preflight.sh")
+    assert _preflight_report(res)["status"] == "PASS" and not res.err.strip()
+
+
+def test_preflight_names_an_uninstallable_package_with_its_key(host: Host) -> None:
+    files = {"packages.list": _lab_package_lines(postgres={"timescaledb": True})
+             + "any baseline.packages hft-no-such-package\n"}
+    res = host.run_script("preflight.sh", PREFLIGHT, files, label="preflight package")
+    assert res.rc == 1, res.text
+    checks = {c["check"]: c for c in _preflight_report(res)["checks"]}
+    assert checks["Package hft-no-such-package"]["status"] == "fail"
+    assert checks["Package hft-no-such-package"]["key"] == "baseline.packages"
+    ts = checks["Package timescaledb-2-postgresql-15"]
+    assert ts["status"] == "fail" and ts["key"] == "postgres.timescaledb"
+    assert "set postgres.timescaledb false and remove timescaledb from database.extensions" in ts["detail"]
+    assert "[key: baseline.packages]" in res.err and "[key: postgres.timescaledb]" in res.err
+
+
+def test_preflight_names_an_unreachable_repository_and_a_missing_tag(host: Host, repo_url: str) -> None:
+    with socket.socket() as s:   # a port on the bridge nothing listens on
+        s.bind((config.GATEWAY, 0))
+        closed = f"git://{config.GATEWAY}:{s.getsockname()[1]}/hft_system.git"
+    res = host.run_script("preflight.sh", dict(PREFLIGHT, HFT_REPOSITORY=closed,
+                                               HFT_RELEASE_TAGS="release.blue.version=v1.0.0"),
+                          label="preflight repository")
+    assert res.rc == 1
+    (finding,) = [c for c in _preflight_report(res)["checks"] if c["status"] == "fail"]
+    assert finding["check"] == "Repository" and finding["key"] == "service.repository"
+    assert f"{closed} not reachable from this host" in finding["detail"] and "Connection refused" in finding["detail"]
+    res = host.run_script("preflight.sh", dict(PREFLIGHT, HFT_REPOSITORY=repo_url,
+                                               HFT_RELEASE_TAGS="release.blue.version=v1.0.0 "
+                                                                "release.green.version=v1.0.99"),
+                          label="preflight tag")
+    assert res.rc == 1
+    (finding,) = [c for c in _preflight_report(res)["checks"] if c["status"] == "fail"]
+    assert finding == {"check": "Release tag v1.0.99", "status": "fail", "key": "release.green.version",
+                       "detail": f"no tag v1.0.99 in {repo_url}"}
+
+
+def test_preflight_lists_every_problem_in_one_failure(host: Host) -> None:
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        closed = f"git://{config.GATEWAY}:{s.getsockname()[1]}/hft_system.git"
+    env = dict(PREFLIGHT, HFT_MIN_CORES="4096", HFT_MIN_RAM_GB="65536", HFT_MIN_ROOT_GB="1000000",
+               HFT_MIN_BOOST="1.75", HFT_ENFORCE="1", HFT_REPOSITORY=closed,
+               HFT_RELEASE_TAGS="release.blue.version=v1.0.0")
+    files = {"packages.list": _lab_package_lines(monitoring={"grafana": True})
+             + "any baseline.packages hft-no-such-package\n"
+             + "debian realtimeKernel.packages.debian hft-no-such-rt-kernel\n"
+             + "ubuntu realtimeKernel.packages.ubuntu linux-realtime\n"}
+    res = host.run_script("preflight.sh", env, files, label="preflight all at once")
+    assert res.rc == 1
+    report = _preflight_report(res)
+    fatal = {c["key"] for c in report["checks"] if c["status"] in ("fail", "unmet")}
+    assert fatal == {"preflight.minCores", "preflight.minRamGb", "preflight.minRootGb", "preflight.dataMount",
+                     "baseline.packages", "realtimeKernel.packages.debian", "monitoring.grafana",
+                     "preflight.minBoost, baseline.packages", "service.repository"}, fatal
+    assert report["status"] == "FAIL" and report["enforce"] is True
+    # one message naming every problem and its key (the Ubuntu package is not asked of a Debian host)
+    (head,) = [ln for ln in res.err.splitlines() if ln.startswith("error: ")]
+    assert head.startswith("error: preflight found 9 problem(s) on hft-canary-01")
+    for key in fatal:
+        assert f"[key: {key}]" in res.err
+    assert "linux-realtime" not in res.text
+    # an OS the config does not support fails, naming it
+    res = host.run_script("preflight.sh", dict(PREFLIGHT, HFT_SUPPORTED_OS="ubuntu:22.04"), label="preflight os")
+    assert res.rc == 1
+    (finding,) = [c for c in _preflight_report(res)["checks"] if c["status"] == "fail"]
+    assert finding["check"] == "OS" and finding["key"] == "preflight.supportedOs"
+    assert finding["detail"].startswith("Debian GNU/Linux 12 (bookworm) (ID=debian VERSION_ID=12) is not supported")
 
 
 def test_server(host: Host) -> None:
@@ -446,11 +635,20 @@ def test_realtime_kernel_already_running(host: Host) -> None:
     res = host.run_script("realtime_kernel_verify.sh", {"HFT_RT_PATTERN": "-rt-no-such-kernel$"},
                           label="realtime_kernel_verify.sh fail")
     assert res.rc == 1 and "error: kernel" in res.err and "RT kernel not running" in res.err
+    # per OS family, as the component sends it: this Debian host takes the _DEBIAN values
+    fam = {"HFT_RT_PACKAGES_DEBIAN": "linux-image-rt-amd64", "HFT_RT_PATTERN_DEBIAN": pattern,
+           "HFT_RT_PACKAGES_UBUNTU": "linux-realtime", "HFT_RT_PATTERN_UBUNTU": "-realtime$"}
+    res = ok_run(host.run_script("realtime_kernel.sh", fam, label="realtime_kernel.sh family"), "realtime_kernel.sh")
+    assert res.out.strip() == f"ok: running RT kernel {release}"
+    res = host.run_script("realtime_kernel_verify.sh", {"HFT_RT_PATTERN_UBUNTU": pattern},
+                          label="realtime_kernel_verify.sh no family value")
+    assert res.rc == 1 and "no HFT_RT_PATTERN_DEBIAN: this host's OS family is debian" in res.err, res.text
 
 
 # ------------------------------------------------------------------ the staged wrapper
 
-SMALL = {"HFT_MIN_CORES": "1", "HFT_MIN_RAM_GB": "1", "HFT_MIN_DISK_GB": "1", "HFT_ENFORCE": "0"}
+SMALL = {"HFT_MIN_CORES": "1", "HFT_MIN_RAM_GB": "1", "HFT_MIN_ROOT_GB": "1", "HFT_MIN_DATA_GB": "1",
+         "HFT_SUPPORTED_OS": "debian:12", "HFT_ENFORCE": "0"}
 
 
 def test_concurrent_runs_of_a_step_queue_on_its_lock(host: Host) -> None:
@@ -575,10 +773,16 @@ def test_full_chain(host: Host, repo_url: str) -> None:
     assert hba.startswith(f"# BEGIN hft-deploy\n{PG_HBA}# END hft-deploy")
     no_change(host.run_script("postgres.sh", PG_ENV, pg_files, label="postgres.sh 2nd"),
               "postgres.sh")
-    # TimescaleDB without its repository fails clearly, naming the package
-    res = host.run_script("postgres.sh", dict(PG_ENV, HFT_TIMESCALEDB="1"), pg_files,
+    # TimescaleDB whose repository cannot be reached fails clearly, naming the key, adding no source
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        closed = f"http://{config.GATEWAY}:{s.getsockname()[1]}"
+    res = host.run_script("postgres.sh", dict(PG_ENV, HFT_TIMESCALEDB="1", HFT_TIMESCALEDB_REPO_DEBIAN=f"{closed}/debian/",
+                                              HFT_TIMESCALEDB_KEY_URL=f"{closed}/key.asc"), pg_files,
                           label="postgres.sh timescaledb")
-    assert res.rc == 1 and f"timescaledb-2-postgresql-{ver} is not installable" in res.err
+    assert res.rc == 1 and f"cannot fetch TimescaleDB's signing key from {closed}/key.asc " \
+                           "(postgres.timescaledbKeyUrl)" in res.err, res.text
+    assert host.out("ls /etc/apt/sources.list.d/ /etc/apt/keyrings/ 2>/dev/null | grep -c timescaledb || true") == "0"
 
     db_env = {"HFT_DB_NAME": "hft_db", "HFT_DB_USER": "hft_user", "HFT_DB_PASSWORD_ROTATION": "initial",
               "HFT_DB_EXTENSIONS": "pg_trgm timescaledb", "HFT_DB_EXTENSIONS_OPTIONAL": "1"}
@@ -973,3 +1177,138 @@ def test_service_stop(host: Host) -> None:
                     "test -f /opt/hft_system/config/production.json && echo kept") == "kept"
     no_change(host.run_script("service_stop.sh", env, label="service_stop.sh 2nd"),
               "service_stop.sh")
+
+
+def test_a_failing_preflight_stops_the_real_update_before_anything_changes(host: Host, tmp_path: Path) -> None:
+    """The real CLI: a preview-time conflict is refused naming its key; then an `up` whose preflight
+    finds two problems on the host fails listing both, and no other step ran (state and host)."""
+    import secrets
+    from tests.lab_stack import project_copy
+    from tests.pulumi_cli import Pulumi
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        closed = f"git://{config.GATEWAY}:{s.getsockname()[1]}/hft_system.git"
+    (tmp_path / "project").mkdir()
+    project = project_copy(tmp_path / "project")
+    (project / "Pulumi.lab.yaml").write_text(json.dumps({"config": {
+        "hft:environment": "lab", "hft:inventory": "lab", "hft:hosts": {HOST: {}},
+        "hft:placements": {"app:blue": HOST, "db": HOST, "monitoring": HOST},
+        "hft:release": {"live": "blue", "blue": {"version": "v1.0.0"}},
+        "hft:baseline": {"aptUpgrade": {"enabled": False}, "packages": ["build-essential", "hft-no-such-package"]},
+        "hft:postgres": {"timescaledb": False}, "hft:database": {"extensions": ["timescaledb"]},
+        "hft:service": {"repository": closed}, "hft:monitoring": {"grafana": False},
+        "hft:preflight": {"enforce": False}}}, indent=2) + "\n")
+    cli = Pulumi(project, "lab", tmp_path / "state", passphrase=secrets.token_hex(16))
+    lab_home = {"HFT_LAB_HOME": str(host.known_hosts.parent.parent)}
+    cli.init()
+    for name in ("BINANCE_API_KEY", "BINANCE_API_SECRET", "COINBASE_API_KEY", "COINBASE_API_SECRET"):
+        cli.run("config", "set", "--secret", "--path", f"hft:exchangeKeys.{name}", f"lab-{name.lower()}")
+    # refused at preview, before any host is contacted
+    proc = cli.run("preview", check=False, extra_env=lab_home)
+    assert proc.returncode != 0
+    assert 'hft:database.extensions = ["timescaledb"]: expected no timescaledb while hft:postgres.timescaledb is ' \
+           "false" in proc.stdout + proc.stderr
+    import yaml
+    stack_file = project / "Pulumi.lab.yaml"
+    doc = yaml.safe_load(stack_file.read_text())
+    doc["config"]["hft:database"] = {"extensions": []}
+    stack_file.write_text(yaml.safe_dump(doc))
+    state = "hostname; cat /etc/hosts; ls /var/lib/hft-deploy/applied 2>/dev/null; dpkg -l | md5sum"
+    before = host.out(state)
+    t0 = time.monotonic()
+    proc = cli.run("up", "--yes", check=False, extra_env=lab_home, timeout=1200)
+    host.times["up stopped by preflight"] = round(time.monotonic() - t0, 1)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "preflight found 2 problem(s) on hft-canary-01" in out, out
+    assert "Package hft-no-such-package: not installable from this host's apt sources" in out
+    assert "[key: baseline.packages]" in out and "[key: service.repository]" in out
+    # nothing but the preflight ran: no command in state, nothing changed on the host
+    commands = [r["urn"] for r in cli.export()["deployment"].get("resources", [])
+                if r["type"] == "command:remote:Command"]
+    assert commands == [], commands
+    assert host.out(state) == before
+
+
+def test_preflight_reads_the_repositories_later_steps_add(host: Host, apt_repo: str) -> None:
+    """TimescaleDB's repository (postgres.sh adds it) is read into the preflight's private lists:
+    its package counts as installable there, and neither apt's lists nor sources change."""
+    with socket.socket() as s:
+        s.bind((config.GATEWAY, 0))
+        closed = f"http://{config.GATEWAY}:{s.getsockname()[1]}/debian/"
+    packages = {"packages.list": _lab_package_lines(postgres={"timescaledb": True})}
+    good = dict(packages, **{"repositories.list": f"debian postgres.timescaledbRepository.debian {apt_repo}\n"
+                                                  "ubuntu postgres.timescaledbRepository.ubuntu http://198.18.0.1:1/ubuntu/\n"})
+    before = _host_apt_state(host)
+    res = ok_run(host.run_script("preflight.sh", PREFLIGHT, good, label="preflight repo"), "preflight.sh")
+    assert _host_apt_state(host) == before
+    checks = {c["check"]: c for c in _preflight_report(res)["checks"]}
+    assert checks[f"Repository {apt_repo}"]["status"] == "pass"
+    assert checks["Packages"]["status"] == "pass"
+    assert "Repository http://198.18.0.1:1/ubuntu/" not in checks   # the Ubuntu one is not asked of a Debian host
+    # a package of that repository whose dependencies cannot be met: the simulation says so, with its key
+    broken = dict(good, **{"packages.list": good["packages.list"] + "any postgres.packages hft-broken-deps\n"})
+    res = host.run_script("preflight.sh", PREFLIGHT, broken, label="preflight deps")
+    assert res.rc == 1
+    (finding,) = [c for c in _preflight_report(res)["checks"] if c["status"] == "fail"]
+    assert finding["check"] == "Packages" and "hft-no-such-dependency" in finding["detail"], finding
+    assert "postgres.packages" in finding["key"]
+    # the repository unreachable: named with its key, and the package it should provide with its own
+    bad = dict(packages, **{"repositories.list": f"debian postgres.timescaledbRepository.debian {closed}\n"})
+    res = host.run_script("preflight.sh", PREFLIGHT, bad, label="preflight repo unreachable")
+    assert res.rc == 1
+    fails = {c["key"]: c for c in _preflight_report(res)["checks"] if c["status"] == "fail"}
+    assert set(fails) == {"postgres.timescaledbRepository.debian", "postgres.timescaledb"}, fails
+    assert "Connection refused" in fails["postgres.timescaledbRepository.debian"]["detail"]
+    assert "postgres.timescaledbRepository.debian must provide it" in fails["postgres.timescaledb"]["detail"]
+
+
+def test_postgres_adds_the_timescaledb_repository_per_family_and_installs_from_it(host: Host, apt_repo: str) -> None:
+    """Runbook 3.3 step 3 with the stand-in repository: source (signed-by its key, the host's
+    codename), key, package; a second run changes nothing; then removed for the later tests."""
+    files = {"postgresql.conf": PG_CONF, "pg_hba.block": PG_HBA}
+    env = dict(PG_ENV, HFT_TIMESCALEDB="1", HFT_TIMESCALEDB_REPO_DEBIAN=apt_repo,
+               HFT_TIMESCALEDB_REPO_UBUNTU="http://198.18.0.1:1/ubuntu/", HFT_TIMESCALEDB_KEY_URL=apt_repo + "key.asc")
+    try:
+        res = ok_run(host.run_script("postgres.sh", env, files, label="postgres.sh timescaledb repo"), "postgres.sh")
+        assert host.out("cat /etc/apt/sources.list.d/timescaledb.list") == \
+            f"deb [signed-by=/etc/apt/keyrings/timescaledb.asc] {apt_repo} bookworm main"
+        assert host.out("head -n 1 /etc/apt/keyrings/timescaledb.asc") == "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+        assert host.out("dpkg-query -W -f='${Version}' timescaledb-2-postgresql-15") == "2.99.0~lab"
+        assert "changed: installed timescaledb-2-postgresql-15" in res.out
+        no_change(host.run_script("postgres.sh", env, files, label="postgres.sh timescaledb repo 2nd"), "postgres.sh")
+    finally:
+        host.ssh("apt-get -q -y purge timescaledb-2-postgresql-15 >/dev/null 2>&1; "
+                 "rm -f /etc/apt/sources.list.d/timescaledb.list /etc/apt/keyrings/timescaledb.asc", check=False)
+
+
+UBUNTU_OS_RELEASE = ('PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\nVERSION="22.04.4 LTS (Jammy '
+                     'Jellyfish)"\nVERSION_CODENAME=jammy\nID=ubuntu\nID_LIKE=debian\n')
+
+
+def test_preflight_takes_the_values_of_the_family_the_host_reports(host: Host) -> None:
+    """The same staged preflight under Ubuntu 22.04's os-release (bind-mounted in a private mount
+    namespace of this Debian host: the Ubuntu archive is not reachable here) picks the ubuntu
+    values: Ubuntu's RT kernel is asked for, Debian's is not."""
+    env = dict(PREFLIGHT, HFT_REQUIRED_OS="Ubuntu 22.04")
+    files = {"packages.list": "any baseline.packages build-essential\n"
+                              "debian realtimeKernel.packages.debian linux-image-rt-amd64\n"
+                              "ubuntu realtimeKernel.packages.ubuntu linux-realtime\n"}
+    host.ssh("cat > /root/hft-os-release.ubuntu", stdin=UBUNTU_OS_RELEASE)
+    host.ssh("cat > /root/hft-staged-preflight.sh", stdin=host.staged("preflight.sh", env, files))
+    try:
+        proc = host.ssh("unshare -m sh -c 'mount --bind /root/hft-os-release.ubuntu /etc/os-release && "
+                        "sh /root/hft-staged-preflight.sh'", check=False)
+    finally:
+        host.ssh("rm -f /root/hft-staged-preflight.sh /root/hft-os-release.ubuntu")
+    res = Result(proc.returncode, proc.stdout, proc.stderr, 0)
+    assert res.rc == 1, res.text
+    report = _preflight_report(res)
+    checks = {c["check"]: c for c in report["checks"]}
+    assert report["family"] == "ubuntu" and checks["Runbook OS"]["status"] == "pass"
+    assert checks["OS"]["detail"] == "Ubuntu 22.04.4 LTS (family ubuntu)"
+    rt = checks["Package linux-realtime"]
+    assert rt["status"] == "fail" and rt["key"] == "realtimeKernel.packages.ubuntu"
+    assert "Ubuntu Pro (`pro enable realtime-kernel`)" in rt["detail"]
+    assert "linux-image-rt-amd64" not in res.out
+    assert host.out("cat /etc/os-release | grep ^ID=") == "ID=debian"   # the host itself is untouched

@@ -56,19 +56,35 @@ def test_preview_up_noop_destroy_with_secrets_encrypted(tmp_path: Path) -> None:
     assert resources == [], resources
 
 
+def test_providers_come_from_the_plugin_cache_not_path(tmp_path: Path) -> None:
+    """Installed the way Pulumi expects: no provider on PATH, no "using ... from $PATH" warning."""
+    env = toolchain_env()
+    on_path = [d for d in env["PATH"].split(":") if d and any(
+        (Path(d) / f"pulumi-resource-{p}").exists() for p in ("command", "random"))]
+    assert on_path == [], f"a provider is on PATH (an ambient plugin, used without a version check): {on_path}"
+    listed = subprocess.run(["pulumi", "plugin", "ls", "--json"], env=env, capture_output=True, text=True,
+                            check=True).stdout
+    installed = {(p["name"], p["kind"], p["version"]) for p in json.loads(listed)}
+    assert {("command", "resource", "1.2.1"), ("random", "resource", "4.21.4")} <= installed, installed
+    cli = Pulumi(program(tmp_path), "quiet", tmp_path / "state", passphrase=secrets.token_hex(16))
+    cli.init()
+    preview = cli.run("preview", "--diff")
+    out = preview.stdout + preview.stderr
+    assert "3 to create" in out, out
+    assert "from $PATH" not in out and "warning" not in out, out
+
+
 def test_a_missing_plugin_fails_at_once_naming_it(tmp_path: Path) -> None:
     """No plugin download is ever attempted: without pulumi-resource-random the run stops, naming it."""
     env = toolchain_env()
     toolbin = Path(env["PATH"].split(":")[0])
-    partial = tmp_path / "bin"
-    partial.mkdir()
-    for tool in toolbin.iterdir():
-        if tool.name != "pulumi-resource-random":
-            (partial / tool.name).symlink_to(tool)
+    home = tmp_path / "pulumi-home"  # a plugin cache holding only the command provider
+    command = Path(env["PULUMI_HOME"]) / "plugins" / "resource-command-v1.2.1" / "pulumi-resource-command"
+    subprocess.run(["pulumi", "plugin", "install", "resource", "command", "1.2.1", "--file", str(command)],
+                   env={**env, "PULUMI_HOME": str(home)}, capture_output=True, text=True, check=True)
     cli = Pulumi(program(tmp_path), "noplugin", tmp_path / "state", passphrase=secrets.token_hex(16))
     cli.init()
-    env = cli.env()
-    env["PATH"] = f"{partial}:{REPO / 'venv' / 'bin'}:/usr/bin:/bin"
+    env = {**cli.env(), "PULUMI_HOME": str(home), "PATH": f"{toolbin}:{REPO / 'venv' / 'bin'}:/usr/bin:/bin"}
     proc = subprocess.run(["pulumi", "preview", "--non-interactive", "--cwd", str(cli.project_dir), "--stack", "noplugin"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

@@ -7,9 +7,17 @@
 #   ${HFT_CACHE:-$HOME/.cache/hft-deploy}/tools/<key>/bin
 # with the Go module and build caches beside it, so a second run takes seconds.
 #
-# Usage: tools/build-toolchain.sh [--print-bin] [PART...]
+# The two providers are installed the way Pulumi expects, into the plugin cache of
+# PULUMI_HOME (<cache>/pulumi-home, which tools/env.sh exports) with
+# `pulumi plugin install resource NAME VERSION --file`, and only the CLI and the language host
+# go on PATH (<key>/cli): a provider found on PATH is an "ambient" plugin, used without a
+# version check and announced by a "using pulumi-resource-... from $PATH" warning on every run.
+#
+# Usage: tools/build-toolchain.sh [--print-bin | --install-plugins] [PART...]
 #   PART: pulumi plugins (default: both)
-#   --print-bin: print the bin directory and exit (builds nothing)
+#   --print-bin: print the directory that goes on PATH and exit (builds nothing)
+#   --install-plugins: install the built providers into PULUMI_HOME's plugin cache where the
+#     copy there is missing or differs (quiet; tools/env.sh runs it)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +28,14 @@ cache=${HFT_CACHE:-$HOME/.cache/hft-deploy}
 key=$(sha256sum "$here/versions.env" | cut -c1-12)
 prefix="$cache/tools/$key"
 bin="$prefix/bin"
+cli="$prefix/cli"
 src="$prefix/src"
+# The PULUMI_HOME tools/env.sh exports (its plugin cache is where the providers go).
+pulumi_home="$cache/pulumi-home"
+# What goes on PATH: the CLI, the language host and the scripts it runs (not the providers).
+CLI_TOOLS=(pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python)
+
+die() { printf 'build-toolchain: %s\n' "$*" >&2; exit 1; }
 
 # existing_toolchain: the directory of a pulumi already on PATH (outside our cache) that is
 # at least the pinned version and has the language host and both providers beside it on PATH.
@@ -36,8 +51,51 @@ existing_toolchain() {
   dirname "$found"
 }
 
+# cli_dir: links to the CLI tools of $bin in $cli (no providers there).
+cli_dir() {
+  local t
+  mkdir -p "$cli"
+  for t in "${CLI_TOOLS[@]}"; do
+    [ -x "$bin/$t" ] || continue
+    [ "$(readlink "$cli/$t" 2>/dev/null)" = "$bin/$t" ] || ln -sfn "$bin/$t" "$cli/$t"
+  done
+}
+
+# install_providers: each provider of $bin into PULUMI_HOME's plugin cache, unless the copy
+# there is already the same file. Output only on failure (env.sh's stdout is eval'ed).
+install_providers() {
+  local name version dest log stamp built
+  # The build's stamp (a digest of tools/plugins' source) recorded beside the installed copies:
+  # when it matches, nothing to compare (env.sh runs this on every call).
+  built=$(cd "$bin" && ls -d .plugins.* 2>/dev/null | head -1)
+  stamp="$pulumi_home/plugins/.hft-deploy-$key"
+  if [ -n "$built" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$built" ] \
+     && [ -x "$pulumi_home/plugins/resource-command-v$COMMAND_PROVIDER_VERSION/pulumi-resource-command" ] \
+     && [ -x "$pulumi_home/plugins/resource-random-v$RANDOM_PROVIDER_VERSION/pulumi-resource-random" ]; then
+    return 0
+  fi
+  for name in command random; do
+    case $name in command) version=$COMMAND_PROVIDER_VERSION ;; random) version=$RANDOM_PROVIDER_VERSION ;; esac
+    [ -x "$bin/pulumi-resource-$name" ] || continue
+    dest="$pulumi_home/plugins/resource-$name-v$version/pulumi-resource-$name"
+    cmp -s "$bin/pulumi-resource-$name" "$dest" && continue
+    log=$(PULUMI_HOME="$pulumi_home" PULUMI_SKIP_UPDATE_CHECK=true "$bin/pulumi" plugin install resource "$name" \
+          "$version" --file "$bin/pulumi-resource-$name" --reinstall --non-interactive 2>&1) \
+      || { printf '%s\n' "$log" >&2; die "could not install pulumi-resource-$name $version into $pulumi_home"; }
+  done
+  [ -z "$built" ] || printf '%s\n' "$built" >"$stamp"
+}
+
 if [ "${1:-}" = "--print-bin" ]; then
-  existing_toolchain || echo "$bin"
+  existing_toolchain || echo "$cli"
+  exit 0
+fi
+if [ "${1:-}" = "--install-plugins" ]; then
+  if ! existing_toolchain >/dev/null && [ -x "$bin/pulumi" ]; then
+    mkdir -p "$pulumi_home"
+    cli_dir
+    install_providers
+  fi
   exit 0
 fi
 if [ "${HFT_BUILD_TOOLCHAIN:-}" != "1" ] && dir=$(existing_toolchain); then
@@ -52,7 +110,6 @@ export GONOSUMDB= GOPRIVATE=
 step_started=0
 step() { step_started=$(date +%s); printf '==> %s\n' "$*"; }
 done_step() { printf '    done in %ss\n' "$(( $(date +%s) - step_started ))"; }
-die() { printf 'build-toolchain: %s\n' "$*" >&2; exit 1; }
 
 check_prerequisites() {
   command -v go >/dev/null || die "Go is not installed; install Go >= 1.26 (Debian: golang-1.26 or the Go toolchain) and rerun."
@@ -141,7 +198,10 @@ main() {
       *) die "unknown part '$part' (pulumi, plugins)" ;;
     esac
   done
-  printf 'toolchain ready in %s (%ss)\n' "$bin" "$(( $(date +%s) - t0 ))"
+  cli_dir
+  mkdir -p "$pulumi_home"
+  install_providers
+  printf 'toolchain ready in %s (%ss); providers installed in %s/plugins\n' "$cli" "$(( $(date +%s) - t0 ))" "$pulumi_home"
 }
 
 main "$@"

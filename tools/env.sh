@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Print shell exports that make the pinned Pulumi toolchain work offline:
 #   eval "$(make -s env)"
-# - the toolchain's bin directory first on PATH (CLI, language host, providers);
+# - the toolchain's CLI directory first on PATH (the CLI and the language host); the two
+#   providers are installed in PULUMI_HOME's plugin cache (`pulumi plugin install --file`,
+#   refreshed here when the built ones changed), where Pulumi looks for them by version, so
+#   no run warns "using pulumi-resource-... from $PATH";
 # - no update check and no plugin download: a missing plugin fails at once with its name;
 # - the state backend: BACKEND=<url> (`make env BACKEND=s3://bucket/hft-deploy`, or a
 #   file:// directory on shared storage) for staging and prod, where operators share one
@@ -28,3 +31,6 @@ export PULUMI_BACKEND_URL="$backend"
 export HFT_LOCAL_STATE_URL="file://$state"
 ENV
 mkdir -p "$state" "$cache/pulumi-home"
+# a file:// backend must exist before Pulumi opens it ("unable to open state directory")
+case $backend in file://*) mkdir -p "${backend#file://}" ;; esac
+"$here/build-toolchain.sh" --install-plugins >&2

@@ -8,7 +8,8 @@
 #   3. promote the target (new epoch, positions reloaded from the database, trading on,
 #      strategies started);
 #   4. watch for HFT_WATCH_SECONDS: health, trading active, error count, order latency p99;
-#      a failed gate fences the target and promotes the previous primary back, and fails;
+#      a failed gate fences the target and promotes the previous primary back, and fails
+#      (a first promotion, with no previous primary to go back to, is not watched);
 #   5. measure the trading gap from the database (last order of the old epoch to the first
 #      order of the new one) and print HFT_CUTOVER_REPORT=<JSON>.
 # Idempotent: when the target already holds the lease and trades, it reports and stops.
@@ -117,10 +118,15 @@ changed "$HFT_TO_COLOR promoted (epoch $epoch, positions reloaded from the datab
 metric_sum() { get "$HFT_TO_API/api/v1/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s += $2} END {printf "%d\n", s}'; }
 buckets() { get "$HFT_TO_API/api/v1/metrics" | awk '/^hft_order_latency_seconds_bucket/ {
   match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5); print le, $2}'; }
+# The window exists to decide whether to go back to the previous primary. A first promotion
+# (nothing held the lease) has none to go back to: it gets no window, and the validation step
+# that follows checks the new primary.
+window=$HFT_WATCH_SECONDS
+[ -n "$from_api" ] || { window=0; ok "first promotion: no previous primary to roll back to, no watch window"; }
 errors0=$(metric_sum hft_errors_total)
 buckets >"$HFT_PAYLOAD/b0"
 failure="" watched=0
-while [ "$watched" -lt "$HFT_WATCH_SECONDS" ]; do
+while [ "$watched" -lt "$window" ]; do
   sleep 1
   watched=$((watched + 1))
   h=$(get "$HFT_TO_API/api/v1/health" | jq -r '.status // "no answer"' 2>/dev/null || echo "no answer")

@@ -22,6 +22,9 @@
 #   replace_block FILE BLOCKFILE top|bottom LABEL
 #                                keep BLOCKFILE's lines between "# BEGIN hft-deploy" and
 #                                "# END hft-deploy" in FILE; sets FILE_CHANGED
+#   os_family                    debian or ubuntu (ID= of /etc/os-release); empty on any other OS
+#   by_family NAME               $NAME when set, else ${NAME}_DEBIAN or ${NAME}_UBUNTU for this
+#                                host's family (per-family config values are chosen here)
 #   json_str STRING              STRING as a JSON string literal (quotes included)
 #   read_secret VAR              one line of stdin into VAR (never printed)
 #   write_pgpass VAR HOST PORT DB USER PASSWORD
@@ -53,6 +56,22 @@ require_payload() {
   done
 }
 
+os_family() {
+  local id
+  id=$( (. /etc/os-release && printf '%s' "${ID:-}") 2>/dev/null || true)
+  case $id in debian|ubuntu) printf '%s' "$id" ;; *) printf '' ;; esac
+}
+
+by_family() {
+  local name=$1 fam var
+  if [ -n "${!name:-}" ]; then printf '%s' "${!name}"; return 0; fi
+  fam=$(os_family)
+  [ -n "$fam" ] || die "unsupported OS ($( (. /etc/os-release && printf '%s' "${PRETTY_NAME:-}") 2>/dev/null || echo unknown)): no ${name}_<FAMILY> for it (known families: debian, ubuntu)"
+  var=${name}_${fam^^}
+  [ -n "${!var:-}" ] || die "no $var: this host's OS family is $fam and the config has no value for it"
+  printf '%s' "${!var}"
+}
+
 # is_true VALUE: 1/true/yes/on
 is_true() { case "${1:-0}" in 1|true|yes|on|True|TRUE) return 0 ;; *) return 1 ;; esac; }
 
@@ -82,6 +101,9 @@ apt_update_once() {
   rm -f "$log"
   _HFT_APT_UPDATED=1
 }
+
+# apt_sources_changed: the next apt_update_once updates again (a step added an apt source)
+apt_sources_changed() { _HFT_APT_UPDATED=0; }
 
 # pkg_installable PKG: apt knows a candidate for PKG (after an update)
 pkg_installable() {
@@ -273,9 +295,11 @@ wait_http() {
   done
 }
 
-# pg_run SQL-ON-STDIN: psql as postgres over the local socket, stop on error, quiet
+# pg_run SQL-ON-STDIN: psql as postgres over the local socket, stop on error, quiet. From /
+# (a subshell): postgres cannot enter root's working directory, and psql warns about that
+# on every call made from there.
 pg_run() {
-  runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+  (cd / && runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@")
 }
 
 write_pgpass() {

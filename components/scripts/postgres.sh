@@ -7,8 +7,12 @@
 #
 # env:
 #   HFT_PG_PACKAGES   e.g. "postgresql postgresql-contrib" (required)
-#   HFT_TIMESCALEDB   1: install timescaledb-2-postgresql-<major> (fails clearly when no
-#                     configured apt repository provides it); 0: skipped (default 0)
+#   HFT_TIMESCALEDB   1: add TimescaleDB's apt repository (runbook 3.3 step 3) and install
+#                     timescaledb-2-postgresql-<major>; 0: skipped (default 0)
+#   HFT_TIMESCALEDB_REPO     its repository URL, or per OS family HFT_TIMESCALEDB_REPO_DEBIAN /
+#                            _UBUNTU (chosen on the host); suite: the host's codename, component main
+#   HFT_TIMESCALEDB_KEY_URL  its ASCII-armored signing key (-> /etc/apt/keyrings/timescaledb.asc,
+#                            trusted for that repository only: signed-by)
 # payload: lib.sh, postgresql.conf (-> /etc/postgresql/<major>/main/conf.d/90-hft.conf),
 #          pg_hba.block (kept in a marked block at the top of pg_hba.conf)
 # stdin: not read.
@@ -37,9 +41,34 @@ grep -Eq "^[[:space:]]*include_dir[[:space:]]*=[[:space:]]*'conf.d'" "$etc/postg
 
 if is_true "${HFT_TIMESCALEDB:-0}"; then
   pkg=timescaledb-2-postgresql-$ver
+  repo=$(by_family HFT_TIMESCALEDB_REPO)
+  [ -n "${HFT_TIMESCALEDB_KEY_URL:-}" ] || die "HFT_TIMESCALEDB_KEY_URL is required with HFT_TIMESCALEDB=1"
+  codename=$( (. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}") )
+  [ -n "$codename" ] || die "no VERSION_CODENAME in /etc/os-release: cannot name the TimescaleDB suite"
+  keyring=/etc/apt/keyrings/timescaledb.asc
+  tmp=$(mktemp)
+  if [ ! -s "$keyring" ]; then
+    install_packages curl ca-certificates
+    curl -fsSL --max-time 60 "$HFT_TIMESCALEDB_KEY_URL" -o "$tmp" 2>"$HFT_PAYLOAD/curl.err" \
+      || die "cannot fetch TimescaleDB's signing key from $HFT_TIMESCALEDB_KEY_URL (postgres.timescaledbKeyUrl): $(tail -n 1 "$HFT_PAYLOAD/curl.err")"
+    grep -q -- '-----BEGIN PGP PUBLIC KEY BLOCK-----' "$tmp" \
+      || die "$HFT_TIMESCALEDB_KEY_URL (postgres.timescaledbKeyUrl) is not an ASCII-armored PGP key"
+    ensure_dir /etc/apt/keyrings 755 root:root >/dev/null
+    install_file "$tmp" "$keyring" 644 root:root
+  fi
+  list=/etc/apt/sources.list.d/timescaledb.list
+  had_list=0
+  [ -f "$list" ] && had_list=1
+  printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$repo" "$codename" >"$tmp"
+  install_file "$tmp" "$list" 644 root:root
+  [ "$FILE_CHANGED" = 0 ] || apt_sources_changed
+  rm -f "$tmp"
   if ! pkg_installed "$pkg"; then
-    apt_update_once
-    pkg_installable "$pkg" || die "$pkg is not installable: configure the TimescaleDB apt repository (runbook 3.3 step 3) or set TimescaleDB off"
+    # a repository that does not serve the package is not left behind for every later apt-get update
+    drop_new_list() { [ "$had_list" = 1 ] || rm -f "$list"; }
+    ( apt_update_once ) || { drop_new_list; die "apt-get update failed with $repo (postgres.timescaledbRepository)"; }
+    apt_update_once   # (in this shell: later installs need no other update)
+    pkg_installable "$pkg" || { drop_new_list; die "$pkg is not installable from $repo $codename (postgres.timescaledbRepository): set postgres.timescaledb false and remove timescaledb from database.extensions, or fix the repository"; }
     install_packages "$pkg"
   else
     ok "$pkg installed"

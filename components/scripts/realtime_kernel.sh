@@ -4,15 +4,18 @@
 # packages and checks that a kernel matching HFT_RT_PATTERN is now in /boot. It does not
 # reboot: realtime_kernel_reboot.sh does, as a step of its own (so `pulumi preview` names it).
 #
+# Each env value is given either as one value or per OS family (HFT_RT_PACKAGES_DEBIAN,
+# HFT_RT_PACKAGES_UBUNTU, ...), chosen on the host by its /etc/os-release (lib.sh by_family).
 # env:
-#   HFT_RT_PACKAGES   e.g. "linux-image-rt-amd64 linux-headers-rt-amd64" (required)
-#   HFT_RT_PATTERN    extended regex matched against `uname -r`, e.g. "-rt" (required)
+#   HFT_RT_PACKAGES   e.g. "linux-image-rt-amd64 linux-headers-rt-amd64"
+#   HFT_RT_PATTERN    extended regex matched against `uname -r`, e.g. "-rt"
 # payload: lib.sh
 # stdin: not read.
 set -euo pipefail
 source "$HFT_PAYLOAD/lib.sh"
 
-require_env HFT_RT_PACKAGES HFT_RT_PATTERN
+HFT_RT_PACKAGES=$(by_family HFT_RT_PACKAGES)
+HFT_RT_PATTERN=$(by_family HFT_RT_PATTERN)
 release=$(uname -r)
 if grep -Eq -- "$HFT_RT_PATTERN" <<<"$release"; then
   ok "running RT kernel $release"

@@ -6,8 +6,10 @@
 # Last line: HFT_RT_REBOOT_REPORT={"reboot": true|false, "from": ..., "to": ..., "boot_id": ...}
 # ("boot_id": the boot that was running, so the verify step can tell a new boot from it).
 #
+# HFT_RT_PATTERN may be given per OS family (HFT_RT_PATTERN_DEBIAN, _UBUNTU), chosen on the
+# host by its /etc/os-release (lib.sh by_family).
 # env:
-#   HFT_RT_PATTERN       extended regex matched against `uname -r`, e.g. "-rt" (required)
+#   HFT_RT_PATTERN       extended regex matched against `uname -r`, e.g. "-rt"
 #   HFT_RT_REBOOT_GUARD  a unit (the trading primary's service) that, while active, makes a
 #                        needed reboot fail instead (the host keeps running, and trading)
 # payload: lib.sh
@@ -15,7 +17,7 @@
 set -euo pipefail
 source "$HFT_PAYLOAD/lib.sh"
 
-require_env HFT_RT_PATTERN
+HFT_RT_PATTERN=$(by_family HFT_RT_PATTERN)
 release=$(uname -r)
 boot_id=$(cat /proc/sys/kernel/random/boot_id)
 newest=$(for f in /boot/vmlinuz-*; do [ -e "$f" ] && printf '%s\n' "${f#/boot/vmlinuz-}"; done \

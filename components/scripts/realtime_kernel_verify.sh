@@ -4,13 +4,14 @@
 # version), and where the kernel says whether it is PREEMPT_RT (/sys/kernel/realtime), it
 # must say 1.
 #
-# env:     HFT_RT_PATTERN  extended regex for `uname -r` (required)
+# env:     HFT_RT_PATTERN  extended regex for `uname -r` (or per OS family: HFT_RT_PATTERN_DEBIAN /
+#                          _UBUNTU, chosen on the host)
 # payload: lib.sh
 # stdin:   not read.
 set -euo pipefail
 source "$HFT_PAYLOAD/lib.sh"
 
-require_env HFT_RT_PATTERN
+HFT_RT_PATTERN=$(by_family HFT_RT_PATTERN)
 release=$(uname -r)
 grep -Eq -- "$HFT_RT_PATTERN" <<<"$release" \
   || die "kernel $release does not match $HFT_RT_PATTERN (RT kernel not running): check the GRUB default entry"
