@@ -66,7 +66,12 @@ class Fleet:
             server = Server(n, ServerArgs(host, cfg.hosts, gate, keys[n]))
             child = pulumi.ResourceOptions(parent=server)
             baseline = HostBaseline(n, HostBaselineArgs(server, cfg.baseline), opts=child)
-            kernel = RealtimeKernel(n, RealtimeKernelArgs(server, cfg.realtime_kernel, baseline.ready), opts=child)
+            # A reboot would stop trading on the primary's host: refused there while it runs.
+            guard = "hft_system" if (n == cfg.topology.primary.host.name
+                                     and not cfg.service.allow_primary_restart) else ""
+            kernel = RealtimeKernel(n, RealtimeKernelArgs(server, cfg.realtime_kernel, baseline.ready,
+                                                            quiesce=baseline.after_all, guard_unit=guard),
+                                    opts=child)
             exporter = NodeExporter(n, NodeExporterArgs(server, cfg.monitoring.node_exporter_package,
                                                         cfg.monitoring.node_exporter_port, kernel.ready), opts=child)
             self.servers[n], self.baselines[n], self.kernels[n], self.exporters[n] = server, baseline, kernel, exporter

@@ -141,7 +141,7 @@ def test_lab_container_hosts_skip_kernel_steps_and_pin_host_keys(tmp_path) -> No
 def test_prod_applies_kernel_steps_and_the_network(tmp_path) -> None:
     mocks, d = run_stack("prod", tmp_path)
     cmds = commands(mocks)
-    assert "hft-prod-01-install" in cmds and "hft-prod-01-verify" in cmds
+    assert {f"hft-prod-01-rt-kernel-{s}" for s in ("install", "reboot", "verify")} <= set(cmds)
     identity = d.fleet.servers["hft-prod-01"].identity_step
     assert identity.env["HFT_APPLY_NETWORK"] == "1" and "- 10.0.0.10/24" in identity.files["netplan.yaml"]
 
@@ -215,11 +215,11 @@ def _recorded_graph(monkeypatch, tmp_path, stack: str):
     monkeypatch.setattr(remote.Step, "create", create)
     mocks, d = run_stack(stack, tmp_path)
     graph = {name: {made.get(id(r), getattr(r, "_name", "?")) for r in rs} for name, rs in deps.items()}
-    # the RT kernel's local wait follows its install through triggers (not depends_on)
+    # the RT kernel's local wait (not a Step) waits for the reboot step (its depends_on)
     for name in list(graph):
         for n in graph[name]:
-            if n.endswith("-await-reboot"):
-                graph[name] = (graph[name] - {n}) | {n.removesuffix("-await-reboot") + "-install"}
+            if n.endswith("-rt-kernel-reboot-wait"):
+                graph[name] = (graph[name] - {n}) | {n.removesuffix("-wait")}
     return graph, d
 
 

@@ -44,7 +44,9 @@ def test_preview_resolves_the_whole_graph(tmp_path: Path, name: str) -> None:
     for host in HOSTS[name]:
         expected |= {f"{host}-{step}" for step in ("preflight", "identity", "apt-upgrade", "limits", "sysctl",
                                                    "cpu-governor", "services", "packages", "node-exporter",
-                                                   "install", "verify")}
+                                                   "rt-kernel-install", "rt-kernel-reboot", "rt-kernel-verify")}
+        # the reboot is in the preview, by host, and so is the wait for it
+        expected.add(f"command:local:Command::{host}-rt-kernel-reboot-wait")
     first = HOSTS[name][0]
     expected |= {f"{first}-postgresql", f"{first}-prometheus"}
     if name == "prod":

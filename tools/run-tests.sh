@@ -17,7 +17,7 @@ fi
 echo "== go test ./... (tools/plugins)"
 (cd tools/plugins && GOMODCACHE="$cache/go/mod" GOCACHE="$cache/go/build" GOFLAGS=-mod=mod \
   GOTOOLCHAIN=local CGO_ENABLED=0 go test ./...)
-vm_tests=(tests/test_lab_vm.py tests/test_kernel_steps_vm.py)
+vm_tests=(tests/test_lab_vm.py tests/test_vm_stack.py)
 vm_log=$(mktemp /tmp/hft-vm-tests.XXXXXX)
 echo "== pytest ${vm_tests[*]} (in the background; report below)"
 venv/bin/python -m pytest -p no:cacheprovider "${vm_tests[@]}" >"$vm_log" 2>&1 &

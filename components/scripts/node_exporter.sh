@@ -19,5 +19,9 @@ fi
 if ! systemctl is-active --quiet "$pkg"; then
   systemctl start "$pkg" || die "cannot start $pkg"; changed "$pkg started"
 fi
-wait_http "http://127.0.0.1:$HFT_NODE_EXPORTER_PORT/metrics" 30 || die "$pkg not answering on port $HFT_NODE_EXPORTER_PORT after 30 s"
+# Its landing page first: a full /metrics scrape can take longer than wait_http's 3 s per try
+# on a slow host (the lab VM under TCG), then one scrape given time to finish.
+wait_http "http://127.0.0.1:$HFT_NODE_EXPORTER_PORT/" 60 || die "$pkg not answering on port $HFT_NODE_EXPORTER_PORT after 60 s"
+curl -fsS --max-time 60 -o /dev/null "http://127.0.0.1:$HFT_NODE_EXPORTER_PORT/metrics" \
+  || die "$pkg answers on port $HFT_NODE_EXPORTER_PORT but serves no /metrics within 60 s"
 ok "$pkg answering on port $HFT_NODE_EXPORTER_PORT"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runbook 3.2 step 2: real-time kernel. Real servers only (a container shares its host's kernel).
-# When `uname -r` does not match HFT_RT_PATTERN, installs the RT kernel packages and schedules a
-# reboot in 5 s; the component then waits for SSH and runs realtime_kernel_verify.sh.
+# Runbook 3.2 step 2: real-time kernel, installed. Real servers only (a container shares its
+# host's kernel). When `uname -r` does not match HFT_RT_PATTERN, installs the RT kernel
+# packages and checks that a kernel matching HFT_RT_PATTERN is now in /boot. It does not
+# reboot: realtime_kernel_reboot.sh does, as a step of its own (so `pulumi preview` names it).
 #
 # Each env value is given either as one value or per OS family (HFT_RT_PACKAGES_DEBIAN,
 # HFT_RT_PACKAGES_UBUNTU, ...), chosen on the host by its /etc/os-release (lib.sh by_family).
@@ -22,9 +23,8 @@ if grep -Eq -- "$HFT_RT_PATTERN" <<<"$release"; then
 fi
 # shellcheck disable=SC2086
 install_packages $HFT_RT_PACKAGES
-if command -v systemd-run >/dev/null && systemd-run --quiet --on-active=5 systemctl reboot; then
-  :
-else
-  nohup sh -c 'sleep 5; shutdown -r now' >/dev/null 2>&1 &
-fi
-changed "rebooting into RT kernel (running $release)"
+newest=$(for f in /boot/vmlinuz-*; do [ -e "$f" ] && printf '%s\n' "${f#/boot/vmlinuz-}"; done \
+  | grep -E -- "$HFT_RT_PATTERN" | sort -V | tail -n 1 || true)
+[ -n "$newest" ] || die "installed $HFT_RT_PACKAGES but no kernel in /boot matches $HFT_RT_PATTERN \
+(check hft:realtimeKernel.packages and hft:realtimeKernel.unamePattern)"
+ok "RT kernel $newest installed (running $release)"
