@@ -407,14 +407,19 @@ def test_a_failing_watch_gate_rolls_back_by_itself(deployed) -> None:
 
 
 def test_a_cutover_to_a_color_that_does_not_deploy_never_starts(deployed) -> None:
-    """Green asked to run a tag that does not exist, and to go live: green's release fails, the
-    cutover never runs, blue keeps trading on the same epoch."""
+    """Green asked to run a tag that does not exist, and to go live: green's host preflight finds
+    no such tag in the release repository and stops the update before any step changes a host;
+    the cutover never runs, blue keeps trading on the same epoch."""
     cli, _ = deployed
     epoch = status(BLUE_HOST)["lease"]["my_epoch"]
+    green_pid = service_pid(GREEN_HOST)
     cli.run("config", "set", "--path", "hft:release.green.version", "v9.9.9")
     cli.run("config", "set", "--path", "hft:release.live", "green")
     proc = cli.run("up", "--yes", "--skip-preview", check=False, timeout=1800)
-    assert proc.returncode != 0 and "tag v9.9.9 not found" in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "no tag v9.9.9 in" in out, out[-3000:]
+    assert "app-green-release" not in out and "live-switch" not in out, out[-3000:]
+    assert service_pid(GREEN_HOST) == green_pid
     blue = status(BLUE_HOST)
     assert blue["lease"]["held_by_me"] and blue["lease"]["my_epoch"] == epoch and blue["trading_active"]
     cli.run("config", "set", "--path", "hft:release.green.version", "v1.1.0")
