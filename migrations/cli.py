@@ -200,11 +200,11 @@ def _dispatch(args: argparse.Namespace, engine: Engine, out: Output, doc: dict[s
             gone = bk.prune(args.backup_dir, args.keep, args.max_age_days)
             doc["pruned"] = gone
             for b in gone:
-                out.say(f"pruned {b['file']} ({_age(b['age_seconds'])} old, {_size(b['bytes'])})")
+                out.say(f"pruned {b['file']} ({age_text(b['age_seconds'])} old, {size_text(b['bytes'])})")
             doc["retention"] = {"keep": args.keep, "max_age_days": args.max_age_days}
         doc["backups"] = bk.list_backups(args.backup_dir)
         for b in doc["backups"]:
-            out.say(f"{b['file']}  {_age(b['age_seconds'])} old  {_size(b['bytes'])}")
+            out.say(f"{b['file']}  {age_text(b['age_seconds'])} old  {size_text(b['bytes'])}")
         if not doc["backups"]:
             out.say(f"no backups in {args.backup_dir}")
         return out.finish(doc, EXIT_OK)
@@ -237,7 +237,7 @@ def _check_dump(args: argparse.Namespace, engine: Engine, out: Output) -> dict[s
     return info
 
 
-def _age(seconds: int) -> str:
+def age_text(seconds: int) -> str:
     """2d3h, 5h12m, 7m30s, 12s."""
     d, rest = divmod(max(seconds, 0), 86400)
     h, rest = divmod(rest, 3600)
@@ -249,7 +249,7 @@ def _age(seconds: int) -> str:
     return f"{m}m{s}s" if m else f"{s}s"
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from components.config import StackConfig
 from components.server import Host
+from migrations.cli import age_text, size_text
 from ops import hosts
 
 UNIT = "hft_system"
@@ -117,21 +118,6 @@ def _json(proc, what: str) -> dict[str, Any]:
     return doc
 
 
-def _age(seconds: int) -> str:
-    d, rest = divmod(max(seconds, 0), 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    return f"{d}d{h}h" if d else f"{h}h{m}m" if h else f"{m}m{s}s" if m else f"{s}s"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def backups(cfg: StackConfig, prune: bool = False, out: Callable[[str], None] = say) -> dict[str, Any]:
     """The backups in hft:database.backupDir on the db host (newest first), after pruning them
     by hft:database.backupRetentionCount/Days when ``prune``."""
@@ -143,11 +129,11 @@ def backups(cfg: StackConfig, prune: bool = False, out: Callable[[str], None] = 
     script = ENGINE.format(home=shlex.quote(cfg.service.home)) + "engine " + " ".join(map(shlex.quote, args)) + "\n"
     doc = _json(hosts.run(host, script), f"listing the backups on {host.name}")
     for b in doc.get("pruned", []):
-        out(f"pruned {b['file']} ({_age(b['age_seconds'])} old, {_size(b['bytes'])}; retention: the newest "
+        out(f"pruned {b['file']} ({age_text(b['age_seconds'])} old, {size_text(b['bytes'])}; retention: the newest "
             f"{db.backup_retention_count} kept, older ones after {db.backup_retention_days} days)")
     out(f"backups in {host.name}:{db.backup_dir} (newest first):")
     for b in doc["backups"]:
-        out(f"  {b['file']}  age {_age(b['age_seconds'])}  size {_size(b['bytes'])}")
+        out(f"  {b['file']}  age {age_text(b['age_seconds'])}  size {size_text(b['bytes'])}")
     if not doc["backups"]:
         out("  none")
     return doc
