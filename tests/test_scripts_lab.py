@@ -42,6 +42,7 @@ import pytest
 from components.remote import payload_dir, script_command
 from components.migrations import latest_version
 from lab import config, prereq
+from tests.release_repo import served_release_repository
 from tests.runbook_values import RUNBOOK_LIMITS, RUNBOOK_SYSCTL
 from lab.sysutil import start_time
 
@@ -281,36 +282,8 @@ def host() -> Iterator[Host]:
 @pytest.fixture(scope="module")
 def repo_url(host: Host) -> Iterator[str]:
     """The workload's release repository, served by git daemon on the lab bridge."""
-    tmp = Path(tempfile.mkdtemp(prefix="hft-scripts-repo-"))
-    dest = tmp / "hft_system.git"
-    pub = subprocess.run([str(ROOT / "workload/publish-repo.sh"), str(dest)],
-                         capture_output=True, text=True, timeout=300)
-    if pub.returncode != 0:
-        pytest.fail(f"workload/publish-repo.sh failed: {pub.stderr}{pub.stdout}")
-    with socket.socket() as s:  # a free port on the bridge address, so others' daemons don't clash
-        s.bind((config.GATEWAY, 0))
-        port = s.getsockname()[1]
-    daemon = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", f"--base-path={tmp}", "--export-all",
-         f"--listen={config.GATEWAY}", f"--port={port}", str(dest)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        url = f"git://{config.GATEWAY}:{port}/hft_system.git"
-        for _ in range(50):
-            if subprocess.run(["git", "ls-remote", url], capture_output=True,
-                              timeout=10).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"git daemon on {url} does not answer")
+    with served_release_repository("hft-scripts-repo-") as url:
         yield url
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 STAND_IN_PACKAGES = {   # an apt repository standing in for TimescaleDB's (unreachable from the lab)

@@ -36,7 +36,8 @@ from components.remote import script_command
 from tests.lab_stack import RecordingPulumi, leaked, preview_ops, project_copy
 from tests.pulumi_cli import REPO
 from tests.runbook_values import RUNBOOK_SYSCTL
-from tests.vm_lab import VM, Lab, apt_cache, lab_home, release_repository
+from tests.release_repo import served_release_repository
+from tests.vm_lab import VM, Lab, apt_cache, lab_home
 
 CT = "hft-dr-01"
 HOSTS = (CT, VM)
@@ -79,7 +80,7 @@ def stack_file(project: Path, repo_url: str) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     t_module = time.monotonic()
-    with lab_home("hft-vm-stack-", HOSTS, apt_cache()) as lab, release_repository() as repo_url:
+    with lab_home("hft-vm-stack-", HOSTS, apt_cache()) as lab, served_release_repository("hft-vm-repo-") as repo_url:
         t0 = time.monotonic()
         up = lab.run("up", *HOSTS)
         TIMES["lab up (both hosts)"] = round(time.monotonic() - t0, 1)

@@ -29,21 +29,18 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lab import config as lab_config
 from tests.lab_stack import lab, project_copy
 from tests.pulumi_cli import REPO, Pulumi
+from tests.release_repo import served_release_repository
 
 HOST = "hft-asia-east-01"
 COMMITTED_HOST = "hft-staging-01"
@@ -92,33 +89,8 @@ def fresh_host() -> Iterator[dict]:
 def repository(fresh_host) -> Iterator[str]:
     """The release repository a real user already has: here the workload's, served by a git
     daemon of this test on the lab bridge (a free port: other lab users have their own)."""
-    tmp = Path(tempfile.mkdtemp(prefix="hft-walkthrough-repo-"))
-    dest = tmp / "hft_system.git"
-    pub = subprocess.run([str(REPO / "workload/publish-repo.sh"), str(dest)], capture_output=True, text=True,
-                         timeout=300)
-    assert pub.returncode == 0, f"workload/publish-repo.sh failed: {pub.stderr}{pub.stdout}"
-    with socket.socket() as s:
-        s.bind((lab_config.GATEWAY, 0))
-        port = s.getsockname()[1]
-    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", f"--base-path={tmp}", "--export-all",
-                               f"--listen={lab_config.GATEWAY}", f"--port={port}", str(dest)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"git://{lab_config.GATEWAY}:{port}/hft_system.git"
-        for _ in range(50):
-            if subprocess.run(["git", "ls-remote", url], capture_output=True, timeout=10).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"git daemon on {url} does not answer")
+    with served_release_repository("hft-walkthrough-repo-") as url:
         yield url
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class User(Pulumi):

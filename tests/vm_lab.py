@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -116,38 +114,3 @@ def lab_home(prefix: str, hosts: tuple[str, ...], apt_archives: Path | None = No
     finally:
         the_lab.run("destroy", check=False)
         shutil.rmtree(home, ignore_errors=True)
-
-
-@contextmanager
-def release_repository() -> Iterator[str]:
-    """The workload's release repository behind a `git daemon` of this test's own on the lab bridge
-    (a free port: the shared tools/serve-releases.sh daemon may be started and stopped by another
-    test process meanwhile). Yields its git:// URL."""
-    tmp = Path(tempfile.mkdtemp(prefix="hft-vm-repo-"))
-    dest = tmp / "hft_system.git"
-    pub = subprocess.run([str(ROOT / "workload" / "publish-repo.sh"), str(dest)], capture_output=True,
-                         text=True, timeout=300)
-    if pub.returncode != 0:
-        pytest.fail(f"workload/publish-repo.sh failed: {pub.stderr}{pub.stdout}")
-    with socket.socket() as s:
-        s.bind((config.GATEWAY, 0))
-        port = s.getsockname()[1]
-    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", f"--base-path={tmp}", "--export-all",
-                               f"--listen={config.GATEWAY}", f"--port={port}", str(dest)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"git://{config.GATEWAY}:{port}/hft_system.git"
-        for _ in range(50):
-            if subprocess.run(["git", "ls-remote", url], capture_output=True, timeout=10).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"git daemon on {url} does not answer")
-        yield url
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
