@@ -27,6 +27,7 @@ import json
 import re
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,13 @@ def stack_file(project: Path, repo_url: str) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     t_module = time.monotonic()
-    with lab_home("hft-vm-stack-", HOSTS, apt_cache()) as lab, served_release_repository("hft-vm-repo-") as repo_url:
+    with lab_home("hft-vm-stack-", HOSTS, apt_cache()) as lab, ExitStack() as later:
         t0 = time.monotonic()
         up = lab.run("up", *HOSTS)
         TIMES["lab up (both hosts)"] = round(time.monotonic() - t0, 1)
+        # served only now: its daemon binds to the bridge's address, which `lab up` creates (on a
+        # fresh machine this process may start before any other has brought the bridge up)
+        repo_url = later.enter_context(served_release_repository("hft-vm-repo-"))
         TIMES["boot to SSH"] = lab.boot_times(up)
         TIMES["accel"] = lab.inventory()["hosts"][VM]["accel"]
         # A unit for the stack to disable: enabled and running before the first up.
